@@ -1,0 +1,41 @@
+# Quickstart targets. Each creates its virtual environment on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# torch first, pinned to the CPU wheel on local disk: a bare range would pull a multi-GB CUDA build.
+$(BIN)/.dev: $(BIN)/.core
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,train]'
+	touch $@
+
+## Run the whole pipeline on the embedded sample, offline, and load the result with `datasets`.
+demo: $(BIN)/.core
+	$(BIN)/openmementos run pipelines/demo.yaml
+	$(BIN)/python -m openmementos.demo_show $(DEMO_OUT)/published
+
+## Lint, then run the test suite (slow real-model tests are opt-in: `make test PYTEST_ARGS="-m slow"`).
+test: $(BIN)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Run every benchmark and print its figures.
+bench: $(BIN)/.dev
+	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

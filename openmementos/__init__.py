@@ -1,0 +1,3 @@
+"""openmementos: build, check, publish and consume MEMENTO training data."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,25 @@
+"""The `openmementos` command line. Each command lives in `openmementos.commands.<name>`."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="openmementos",
+    help=(
+        "Build, check, publish and consume MEMENTO training data: reasoning traces cut into blocks, "
+        "each followed by a memento (a terse summary of the block).\n\n"
+        "Pipeline: download -> segment -> annotate -> validate -> publish (or `run PIPELINE.yaml` for all)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Global options go here; every command is registered below."""
+
+
+# Command registrations (one line each).
