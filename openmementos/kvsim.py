@@ -41,7 +41,11 @@ class ResponseLayout:
 
 @dataclass(frozen=True)
 class KVFootprint:
-    """Peak KV-cache tokens of one trace with and without block eviction."""
+    """Peak KV-cache tokens of one trace with and without block eviction.
+
+    `blocks_evicted` counts the blocks whose eviction removed at least one entry (an empty block
+    frees nothing unless its delimiters are masked too).
+    """
 
     peak_with_eviction: int
     peak_without_eviction: int
@@ -74,6 +78,7 @@ def simulate_kv(
         raise ValueError("token counts cannot be negative")
     evicted_delimiters = layout.block_start + layout.block_end if mask_delimiters else 0
     held = peak = prompt_tokens
+    evictions = 0
     total = prompt_tokens
     for index, (block, memento) in enumerate(zip(block_tokens, memento_tokens, strict=True)):
         added = (
@@ -90,10 +95,11 @@ def simulate_kv(
         total += added + glue
         peak = max(peak, held)
         held += glue - block - evicted_delimiters
+        evictions += block + evicted_delimiters > 0
     held += answer_tokens
     total += answer_tokens
     return KVFootprint(
         peak_with_eviction=max(peak, held),
         peak_without_eviction=total,
-        blocks_evicted=len(block_tokens),
+        blocks_evicted=evictions,
     )
