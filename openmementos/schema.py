@@ -214,10 +214,15 @@ class MementoReview(Record):
     """The judge rounds of one memento, oldest first; the memento was rewritten after each failing round."""
 
     rounds: list[JudgeRound]
+    kept: int = Field(
+        default=-1,
+        description="Index of the round whose memento was kept (the best-scoring version); -1: the last",
+    )
 
     @property
     def final_score(self) -> float | None:
-        return self.rounds[-1].score if self.rounds else None
+        """The score of the memento that was kept."""
+        return self.rounds[self.kept].score if self.rounds else None
 
 
 class Usage(Record):
