@@ -1,0 +1,205 @@
+"""The offline annotator (`--model extractive`): deterministic mementos without an LLM.
+
+A memento here is a selection of the block's own statements, so nothing is invented (SPEC 4.5 asks for
+extractive mementos anyway). The block is cut into units (lines, then sentences; a unit ending in ":"
+travels with its follower), each unit is scored for what a reader resuming the work needs: the final
+answer, conclusions, equations and assignments, numeric results, rejected approaches, checks, the chosen
+method, definitions. Filler ("Hmm.", "Let me see."), open questions and hedged musings score low, and a
+unit that restates an already chosen one is skipped. The best units are taken until the length budget
+(~15 % of the block's tokens, at most 20 %) is spent, cleaned (LaTeX to ASCII math, filler openers and
+connectives cut) and written result-first: the strongest conclusion, then the rest in reading order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from openmementos.annotate.asciimath import has_math, to_ascii_math
+from openmementos.format import find_reserved
+from openmementos.tokens import DEFAULT_ENCODING, count_tokens
+
+EXTRACTIVE_MODEL = "extractive"
+EXTRACTIVE_VERSION = "extractive-1"
+"""Recorded as `prompt_version` in rows this annotator wrote; bump it when the output changes."""
+
+TARGET_RATIO = 0.15
+MAX_RATIO = 0.20
+MIN_TOKENS = 24
+
+_ANSWER = re.compile(r"\\boxed|final answer|the answer is|answer\s*[:=]|\*\*answer", re.IGNORECASE)
+_CONCLUSION = re.compile(
+    r"\b(therefore|thus|hence|which gives|this gives|gives us|we get|we obtain|yields|results? in|equals|"
+    r"conclude|must be|is the (only )?(solution|answer|value|result)|the solutions? (is|are)|confirm(s|ed)?|"
+    r"same (result|answer)|so the|simplif(y|ies) to|comes out)\b",
+    re.IGNORECASE,
+)
+_REJECTION = re.compile(
+    r"(doesn'?t work|does not work|not work|wrong|mistake|incorrect|contradict|impossible|invalid|"
+    r"no (real )?solutions?|not possible|\bfails?\b|discard|extraneous|not valid|can'?t be|cannot be|"
+    r"not correct|messed up|doesn'?t satisfy|does not satisfy|dead end|rule(d)? out)",
+    re.IGNORECASE,
+)
+_VERIFICATION = re.compile(r"\b(check|verif|confirm|plug(ging)? (it|this|back|in)|sanity|satisf|double-check)", re.I)
+_STRATEGY = re.compile(
+    r"\b(approach|method|strategy|let'?s try|try (to|using|another)|substitut|eliminat|factor|complete the "
+    r"square|consider|assume|suppose|case \d|idea|plan|instead|induction|contradiction)",
+    re.IGNORECASE,
+)
+_DEFINITION = re.compile(r"\b(let \w+ (be|=|denote)|define|denote|where \w+ (is|=)|call (it|this))", re.I)
+_HEDGE = re.compile(r"\b(maybe|perhaps|probably|might|i think|i guess|not sure|seems)\b", re.IGNORECASE)
+_FILLER_UNIT = re.compile(
+    r"(hmm+|wait|okay|ok|alright|right|yes|so|now|let me (see|think|check|compute|recall)( again)?|"
+    r"let'?s see|hold on|interesting|good|great)\W*",
+    re.IGNORECASE,
+)
+_OPENER = re.compile(
+    r"^((hmm+|wait|okay|ok|alright|so|well|now|then|but|and|also|actually|oh|ah|hold on|first|next|"
+    r"finally|therefore|thus|hence|similarly|alternatively|again|yes|right|in (that|this) case)\b[,.!:]?\s*"
+    r"|let me (see|think|check|recall)( (this|that|it))?( again)?[,.:]\s*"
+    r"|(let me|let'?s|let us|i'?ll|i will|i need to|i have to|we need to|i can|we can|i should|we should) "
+    r"(now |just |first |quickly |also |try to )?"
+    r"|i (think|guess|see|realize|notice)( that)?\s*|we (get|have|obtain|find)\s*:?\s*)+",
+    re.IGNORECASE,
+)
+_HEADER = re.compile(r"[*#\s]*(final answer|answer|conclusion|summary)[*#:\s]*", re.IGNORECASE)
+_PROSE_WORD = re.compile(r"[a-z]{2,}\b(?![(_^])")
+_MATH_WORDS = {"sqrt", "sin", "cos", "tan", "log", "exp", "root", "sum", "lim", "max", "min", "gcd", "lcm", "mod"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(\[$])")
+
+
+@dataclass(frozen=True)
+class _Unit:
+    index: int
+    raw: str
+    text: str
+    tokens: int
+    score: float
+    conclusive: bool
+
+
+def split_units(block: str) -> list[str]:
+    """Lines of the block, then sentences; a unit ending in ":" is joined with the one after it."""
+    pieces: list[str] = []
+    for line in block.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        start = 0
+        for match in _SENTENCE_END.finditer(line):
+            head = line[start : match.start()]
+            if _math_balanced(head):
+                pieces.append(head)
+                start = match.end()
+        pieces.append(line[start:])
+    units: list[str] = []
+    for piece in pieces:
+        if units and _HEADER.fullmatch(units[-1]):
+            units[-1] = f"{units[-1].strip('*# :')}: {piece}"
+        elif units and units[-1].rstrip().endswith(":"):
+            units[-1] = f"{units[-1]} {piece}"
+        else:
+            units.append(piece)
+    return units
+
+
+def _math_balanced(text: str) -> bool:
+    """True when no inline math region is open at the end of `text` (no split inside `\\( ... \\)`)."""
+    return text.count("\\(") == text.count("\\)") and text.count("$") % 2 == 0
+
+
+def _score(raw: str, position: float) -> tuple[float, bool]:
+    """How much a unit is worth keeping, and whether it states a conclusion or answer."""
+    stripped = raw.strip()
+    if _FILLER_UNIT.fullmatch(stripped) or len(stripped) < 4:
+        return -5.0, False
+    answer = bool(_ANSWER.search(raw))
+    conclusion = bool(_CONCLUSION.search(raw))
+    equation = has_math(raw) and bool(re.search(r"=|<|>|\\le|\\ge|\\ne|≤|≥|≠", raw))
+    score = 4.0 * answer + 2.0 * conclusion + (2.0 if equation else 1.0 * has_math(raw))
+    score += 1.0 * bool(re.search(r"\d", raw))
+    rejection = bool(_REJECTION.search(raw))
+    score += 1.5 * rejection + 1.0 * bool(_VERIFICATION.search(raw))
+    score += 1.0 * bool(_STRATEGY.search(raw)) + 1.0 * bool(_DEFINITION.search(raw))
+    if stripped.endswith("?") and not rejection:
+        score -= 2.0
+    if _HEDGE.search(raw) and not equation:
+        score -= 1.0
+    return score + 0.75 * position, answer or conclusion
+
+
+def clean_unit(raw: str) -> str:
+    """A unit as memento text: ASCII math, no filler openers, ending in a full stop."""
+    boxed = "\\boxed" in raw and "answer" not in raw.lower()
+    text = to_ascii_math(raw.replace("**", ""))
+    text = _OPENER.sub("", text).strip().rstrip(" ,;:")
+    if not text:
+        return ""
+    if boxed:
+        text = f"Final answer: {text}"
+    if text[-1] not in ".!?":
+        text += "."
+    word = _PROSE_WORD.match(text)
+    if word and word.group(0) not in _MATH_WORDS:
+        text = text[0].upper() + text[1:]
+    return text
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^a-z0-9=+\-*/^<>]", "", text.lower())
+
+
+def _budget(block_tokens: int) -> tuple[int, int]:
+    """(target, hard cap) memento tokens for a block of `block_tokens` tokens."""
+    cap = max(int(block_tokens * MAX_RATIO), min(MIN_TOKENS, block_tokens))
+    return min(max(round(block_tokens * TARGET_RATIO), MIN_TOKENS), cap), cap
+
+
+def _truncate(text: str, tokens: int, limit: int) -> str:
+    """Cut a too-long text at a word boundary near `limit` tokens (proportionally by characters)."""
+    if tokens <= limit:
+        return text
+    cut = text[: max(int(len(text) * limit / tokens) - 4, 1)]
+    cut = cut[: cut.rfind(" ")] if " " in cut else cut
+    return cut.rstrip(" ,;:") + " ..."
+
+
+def extractive_memento(block: str, tokenizer: str = DEFAULT_ENCODING) -> str:
+    """A memento for one block, from its own most informative statements (deterministic)."""
+    raws = split_units(block)
+    if not raws:
+        raise ValueError("cannot write a memento for an empty block")
+    cleaned = [clean_unit(raw) for raw in raws]
+    sizes = count_tokens([*cleaned, block], tokenizer)
+    block_tokens = sizes.pop()
+    target, cap = _budget(block_tokens)
+    units = []
+    for index, (raw, text, tokens) in enumerate(zip(raws, cleaned, sizes, strict=True)):
+        if not text or find_reserved(text):
+            continue
+        score, conclusive = _score(raw, index / max(len(raws) - 1, 1))
+        score -= max(0, tokens - 60) / 40  # long units spend the budget of several dense ones
+        units.append(_Unit(index, raw, text, tokens, score, conclusive))
+    chosen: list[_Unit] = []
+    spent = 0
+    keys: list[str] = []
+    for unit in sorted(units, key=lambda u: (-u.score, -u.index)):
+        if unit.score <= 0 and chosen:
+            break
+        key = _key(unit.text)
+        if any(key in other or other in key for other in keys):
+            continue
+        if spent + unit.tokens > (target if chosen else cap):
+            continue
+        chosen.append(unit)
+        keys.append(key)
+        spent += unit.tokens
+        if spent >= target:
+            break
+    if not chosen:
+        best = max(units, key=lambda u: (u.score, u.index)) if units else None
+        text = best.text if best else clean_unit(block) or block.strip()
+        return _truncate(text, best.tokens if best else block_tokens, cap)
+    lead = max((u for u in chosen if u.conclusive), key=lambda u: (u.score, u.index), default=None)
+    ordered = sorted(chosen, key=lambda u: (u is not lead, u.index))
+    return " ".join(unit.text for unit in ordered)

@@ -1,0 +1,323 @@
+"""Reading LLM answers: memento lists, judge verdicts and refined mementos, tolerantly.
+
+Servers that honour `response_format` return clean JSON; others wrap it in prose or code fences, and a
+generation cut at its token limit ends mid-list. The parsers here take whatever can be trusted from an
+answer and say precisely what could not be used, so the recipe can re-ask for exactly that.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openmementos.format import find_reserved
+
+
+class AnswerUnreadable(ValueError):
+    """An answer from which nothing usable can be read."""
+
+
+# --------------------------------------------------------------------------- JSON schemas (structured output)
+# Plain JSON Schema objects; the engine wraps them into `response_format`.
+
+MEMENTOS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "mementos": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "memento": {"type": "string"}},
+                "required": ["id", "memento"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["mementos"],
+    "additionalProperties": False,
+}
+
+RUBRIC: dict[str, int] = {
+    "formulas": 3,
+    "values": 2,
+    "method": 2,
+    "verification": 1,
+    "confirmed": 1,
+    "result_first": 1,
+}
+"""Judge criteria and their maximum points (SPEC 4.6); they add up to 10."""
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **{name: {"type": "number"} for name in RUBRIC},
+        "deduction": {"type": "number"},
+        "fixes": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": [*RUBRIC, "deduction", "fixes"],
+    "additionalProperties": False,
+}
+
+REFINED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"memento": {"type": "string"}},
+    "required": ["memento"],
+    "additionalProperties": False,
+}
+
+
+# --------------------------------------------------------------------------- memento rules
+
+_PLACEHOLDER_WHOLE = re.compile(
+    r"(n/?a|none|null|nil|todo|tbd|tba|empty|placeholder|\.+|…|-+|_+|\?+"
+    r"|(memento|summary)( \d+)?|no (memento|summary)( available| provided)?"
+    r"|(memento|summary) (not available|unavailable|missing|omitted|pending))"
+)
+_PLACEHOLDER_ANYWHERE = re.compile(
+    r"placeholder|lorem ipsum|(memento|summary) (is )?(not available|unavailable|missing|omitted)"
+    r"|no (memento|summary) (available|provided)|insert (memento|summary)"
+)
+
+
+def is_placeholder(text: str) -> bool:
+    """True for stand-in text that is not a memento ("N/A", "[summary unavailable]", "...", "TODO")."""
+    core = re.sub(r"[\s\[\]()<>{}\"'`*#:.]+", " ", text.lower()).strip()
+    bare = text.strip().lower()
+    return bool(_PLACEHOLDER_WHOLE.fullmatch(core) or _PLACEHOLDER_WHOLE.fullmatch(bare)) or bool(
+        _PLACEHOLDER_ANYWHERE.search(text.lower())
+    )
+
+
+def memento_problem(text: Any) -> str | None:
+    """Why a memento text cannot be published, or None when it can."""
+    if not isinstance(text, str):
+        return f"not text ({type(text).__name__})"
+    if not text.strip():
+        return "empty"
+    if reserved := find_reserved(text):
+        return f"contains the reserved string {reserved}"
+    if is_placeholder(text):
+        return "placeholder text"
+    return None
+
+
+# --------------------------------------------------------------------------- finding JSON in an answer
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", re.DOTALL)
+
+
+def _candidates(text: str) -> Iterable[str]:
+    """Texts that may hold the JSON answer: the whole answer, then the inside of code fences."""
+    yield text.strip()
+    for match in _FENCE.finditer(text):
+        yield match.group(1).strip()
+
+
+def _whole_json(text: str) -> Any:
+    """The answer parsed as JSON as a whole (or the inside of a code fence); None when it is not."""
+    for candidate in _candidates(text):
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def load_json(text: str) -> Any:
+    """The JSON value of an answer: the whole text, a fenced block, or the first one embedded in prose."""
+    value = _whole_json(text)
+    if value is not None:
+        return value
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"[\[{]", text):
+        try:
+            return decoder.raw_decode(text, match.start())[0]
+        except ValueError:
+            continue
+    raise AnswerUnreadable("no JSON value in the answer")
+
+
+def _salvage_items(text: str) -> list[Any]:
+    """Complete items of a JSON list cut short (a generation that hit its token limit)."""
+    decoder = json.JSONDecoder()
+    start = text.find("[", max(text.find('"mementos"'), 0))
+    items: list[Any] = []
+    if start < 0:
+        return items
+    position = start + 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        try:
+            item, position = decoder.raw_decode(text, position)
+        except ValueError:
+            return items
+        items.append(item)
+
+
+# --------------------------------------------------------------------------- memento lists
+
+
+@dataclass(frozen=True)
+class MementoAnswer:
+    """What one compressor answer gave for the ids it was asked about."""
+
+    usable: dict[int, str]
+    problems: dict[int, str]
+    """Every asked id without a usable memento, with the reason (missing, empty, placeholder, ...)."""
+
+
+_ITEM_TEXT_KEYS = ("memento", "summary", "text", "content")
+
+
+def _items_by_id(items: Sequence[Any], ids: Sequence[int]) -> dict[int, Any]:
+    """Map answer items to the asked ids: by their `id` field, or by position when none has one."""
+    with_ids = [item for item in items if isinstance(item, dict) and "id" in item]
+    if not with_ids:
+        # Positional answers can be aligned only when the count is right: a gap would shift every memento.
+        return dict(zip(ids, items, strict=True)) if len(items) == len(ids) else {}
+    mapped: dict[int, Any] = {}
+    for item in with_ids:
+        try:
+            key = int(str(item["id"]).strip().lstrip("#"))
+        except ValueError:
+            continue
+        mapped.setdefault(key, item)
+    return mapped
+
+
+def _item_text(item: Any) -> Any:
+    if isinstance(item, dict):
+        return next((item[key] for key in _ITEM_TEXT_KEYS if key in item), None)
+    return item
+
+
+def _answer_items(text: str) -> list[Any]:
+    value = _whole_json(text)
+    if value is None:
+        # Not one JSON value: a list cut short keeps its complete items; else look for JSON in prose.
+        if items := _salvage_items(text):
+            return items
+        try:
+            value = load_json(text)
+        except AnswerUnreadable:
+            return []
+    if isinstance(value, dict):
+        for key in ("mementos", "summaries", "items"):
+            if isinstance(value.get(key), list):
+                return value[key]
+        if value and all(str(k).strip().isdigit() for k in value):  # {"1": "...", "2": "..."}
+            return [{"id": int(k), "memento": v} for k, v in value.items()]
+        return []
+    return value if isinstance(value, list) else []
+
+
+def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
+    """Read the mementos for `ids` (1-based segment numbers) from a compressor answer.
+
+    Accepts `{"mementos": [{"id", "memento"}]}` (the requested shape), a bare list, positional strings,
+    an id-keyed object, JSON in fences or prose, and lists truncated mid-way. Never invents or shifts a
+    memento: an id the answer does not clearly cover is reported as a problem.
+    """
+    by_id = _items_by_id(_answer_items(text), ids)
+    usable: dict[int, str] = {}
+    problems: dict[int, str] = {}
+    for key in ids:
+        if key not in by_id:
+            problems[key] = "missing"
+            continue
+        memento = _item_text(by_id[key])
+        if problem := memento_problem(memento):
+            problems[key] = problem
+        else:
+            usable[key] = memento.strip()
+    return MementoAnswer(usable, problems)
+
+
+# --------------------------------------------------------------------------- judge verdicts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score: float
+    fixes: list[str]
+
+    @property
+    def feedback(self) -> str:
+        return "\n".join(f"- {fix}" for fix in self.fixes)
+
+
+_SCORE_TEXT = re.compile(r"score\W{0,3}(\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = re.match(r"\s*(-?\d+(?:\.\d+)?)", value)
+        return float(match.group(1)) if match else None
+    return None
+
+
+def _fixes(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [line.strip(" -*\t") for line in value.splitlines()]
+    if not isinstance(value, list):
+        return []
+    return [str(fix).strip() for fix in value if str(fix).strip()]
+
+
+def parse_verdict(text: str) -> Verdict:
+    """A judge's score (0-10) and fixes.
+
+    The score is the sum of the rubric points (each clamped to its range) minus the deduction, clamped
+    to 0-10, so an arithmetic slip of the judge cannot push a memento over the threshold. An answer
+    with only a `score` (or "Score: 7/10" in prose) is accepted as given.
+    """
+    try:
+        value = load_json(text)
+    except AnswerUnreadable:
+        value = None
+    if isinstance(value, dict):
+        fixes = _fixes(value.get("fixes", value.get("feedback")))
+        parts = {name: _number(value.get(name)) for name in RUBRIC}
+        if all(points is not None for points in parts.values()):
+            total = sum(min(max(parts[name] or 0.0, 0.0), top) for name, top in RUBRIC.items())
+            deduction = min(max(_number(value.get("deduction")) or 0.0, 0.0), 10.0)
+            return Verdict(round(min(max(total - deduction, 0.0), 10.0), 2), fixes)
+        score = _number(value.get("score"))
+        if score is not None:
+            return Verdict(min(max(score, 0.0), 10.0), fixes)
+    match = _SCORE_TEXT.search(text)
+    if match:
+        lines = [line.strip(" -*\t") for line in text.splitlines() if line.strip().startswith(("-", "*"))]
+        return Verdict(min(float(match.group(1)), 10.0), [line for line in lines if line])
+    raise AnswerUnreadable("the judge's answer has no score")
+
+
+# --------------------------------------------------------------------------- refined mementos
+
+
+def parse_refined(text: str) -> str:
+    """The memento of a refinement answer (`{"memento": ...}`, or the bare text when not JSON)."""
+    try:
+        value = load_json(text)
+    except AnswerUnreadable:
+        value = None
+    if isinstance(value, dict):
+        memento = _item_text(value)
+    elif value is None and not text.lstrip().startswith(("{", "[")):
+        memento = text.strip()
+    else:
+        memento = None
+    if problem := memento_problem(memento):
+        raise AnswerUnreadable(f"the refined memento is unusable: {problem}")
+    assert isinstance(memento, str)
+    return memento.strip()
