@@ -1,0 +1,1 @@
+"""The `segment` stage: lossless sentences, boundary scores and optimal blocks."""
