@@ -1,0 +1,224 @@
+"""Where input rows come from: a Hub dataset, local files, or the embedded sample.
+
+Every input is a list of `InputFile`s, one per output shard. An `InputFile` is a small picklable
+description, so a worker process can reopen it; `iter_rows` yields `(row_index, row)` pairs, a record
+batch at a time, so memory stays flat however large the file.
+
+Hub files are fetched whole with `hf_hub_download` and then read locally. Compared with streaming
+through `HfFileSystem`, the download is resumable after a crash (a rerun continues the partial file),
+verified against the Hub's ETag, and cached where `datasets` keeps the same files, so a shard is never
+fetched twice. The metadata pass of a stratified selection is the exception: it reads a few small
+columns of every file through `HfFileSystem` range requests, without fetching whole shards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from openmementos import resources, shards
+
+BATCH_ROWS = 256
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".arrow": "arrow"}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A row that could not be decoded (e.g. a line of a JSON-lines file that is not a JSON object)."""
+
+    detail: str
+    text: str
+
+
+Row = dict[str, Any] | Unreadable
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file. `label` names it in row keys and quarantine ids (its path in the repo or folder)."""
+
+    label: str
+    format: str
+    path: str = ""
+    repo_id: str = ""
+    revision: str = ""
+
+    def local_path(self) -> str:
+        """The file on local disk, downloaded (resumably, into the Hub cache) when it lives on the Hub."""
+        if not self.repo_id:
+            return self.path
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(self.repo_id, self.label, repo_type="dataset", revision=self.revision)
+
+
+@dataclass(frozen=True)
+class HubInput:
+    repo_id: str
+    commit: str
+    files: list[InputFile]
+
+
+def iter_rows(file: InputFile, columns: Sequence[str] | None = None, remote: bool = False) -> Iterator[tuple[int, Row]]:
+    """The rows of a file with their index (the line number for JSON lines), reading only `columns`.
+
+    `remote=True` reads a Hub parquet file in place (range requests) instead of downloading it whole:
+    worth it only when `columns` are a small part of the file.
+    """
+    if file.format == "jsonl":
+        yield from _jsonl_rows(file.local_path())
+        return
+    if file.format == "parquet":
+        if remote and file.repo_id:
+            from huggingface_hub import HfFileSystem
+
+            with HfFileSystem().open(f"datasets/{file.repo_id}@{file.revision}/{file.label}", "rb") as handle:
+                yield from _parquet_rows(pq.ParquetFile(handle), columns)
+        else:
+            yield from _parquet_rows(pq.ParquetFile(file.local_path()), columns)
+        return
+    if file.format == "arrow":
+        with pa.memory_map(file.local_path()) as source:
+            yield from _batch_rows(pa.ipc.open_stream(source), columns)
+        return
+    raise ValueError(f"{file.label}: unsupported format {file.format!r}")
+
+
+def _parquet_rows(parquet: pq.ParquetFile, columns: Sequence[str] | None) -> Iterator[tuple[int, Row]]:
+    present = _present(parquet.schema_arrow.names, columns)
+    yield from _batch_rows(parquet.iter_batches(batch_size=BATCH_ROWS, columns=present), None)
+
+
+def _batch_rows(batches: Any, columns: Sequence[str] | None) -> Iterator[tuple[int, Row]]:
+    index = 0
+    for batch in batches:
+        if columns is not None:
+            batch = batch.select(_present(batch.schema.names, columns))
+        for start in range(0, batch.num_rows, BATCH_ROWS):
+            for row in batch.slice(start, BATCH_ROWS).to_pylist():
+                yield index, row
+                index += 1
+
+
+def _present(names: Sequence[str], columns: Sequence[str] | None) -> list[str] | None:
+    return None if columns is None else [name for name in names if name in columns]
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[int, Row]]:
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, Unreadable(f"line {number + 1} is not valid JSON: {error}", line[:2000])
+                continue
+            if isinstance(row, dict):
+                yield number, row
+            else:
+                detail = f"line {number + 1} is a JSON {type(row).__name__}, not an object"
+                yield number, Unreadable(detail, line[:2000])
+
+
+def column_names(file: InputFile) -> list[str]:
+    """The columns of a file (for JSON lines: the keys of its first object)."""
+    if file.format == "parquet":
+        if file.repo_id:
+            from huggingface_hub import HfFileSystem
+
+            with HfFileSystem().open(f"datasets/{file.repo_id}@{file.revision}/{file.label}", "rb") as handle:
+                return pq.read_schema(handle).names
+        return pq.read_schema(file.local_path()).names
+    for _, row in iter_rows(file):
+        return list(row) if isinstance(row, dict) else []
+    return []
+
+
+# --------------------------------------------------------------------------- resolving inputs
+
+
+def hub_input(repo_id: str, revision: str, config: str | None, split: str) -> HubInput:
+    """The data files of a Hub dataset's split, pinned to the commit that `revision` resolves to.
+
+    Which files make up a config and split is decided by `datasets` (from the card's `configs:` or the
+    usual file-name patterns), exactly as `load_dataset` would.
+    """
+    import datasets
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        commit = HfApi().dataset_info(repo_id, revision=revision).sha or ""
+    except RevisionNotFoundError as error:
+        raise ValueError(f"dataset {repo_id} has no revision {revision!r}") from error
+    except RepositoryNotFoundError as error:
+        raise ValueError(f"dataset {repo_id} was not found on the Hub (or it is private: log in first)") from error
+    try:
+        builder = datasets.load_dataset_builder(repo_id, config, revision=commit)
+    except (datasets.exceptions.DatasetsError, FileNotFoundError, ValueError) as error:
+        raise ValueError(f"cannot read dataset {repo_id} at {commit}: {error}") from error
+    data_files = builder.config.data_files or {}
+    if split not in data_files:
+        raise ValueError(f"dataset {repo_id} has no split {split!r}; splits: {', '.join(data_files) or 'none'}")
+    prefix = f"hf://datasets/{repo_id}@{commit}/"
+    files = []
+    for url in data_files[split]:
+        if not url.startswith(prefix):
+            raise ValueError(f"{url} is not a file of {repo_id} at {commit}")
+        label = url[len(prefix) :]
+        files.append(InputFile(label=label, format=_format(label), repo_id=repo_id, revision=commit))
+    return HubInput(repo_id, commit, files)
+
+
+def local_input(path: Path, split: str) -> list[InputFile]:
+    """Files of a local input: one file, a folder of them, a `save_to_disk` folder or a stage's output."""
+    path = path.resolve()
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    if path.is_file():
+        return [InputFile(label=path.name, format=_format(path.name), path=str(path))]
+    if (path / "dataset_dict.json").exists():
+        if not (path / split).is_dir():
+            splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+            raise ValueError(f"{path} has no split {split!r}; splits: {', '.join(splits)}")
+        path = path / split
+    if (path / "state.json").exists():
+        state = json.loads((path / "state.json").read_text())
+        names = [entry["filename"] for entry in state["_data_files"]]
+        return [InputFile(label=name, format="arrow", path=str(path / name)) for name in names]
+    if (path / shards.MANIFEST).exists():
+        shards.input_shards(path, shards.ShardSelection())  # refuses an unfinished stage output
+        found = shards.data_files(path)
+    else:
+        found = sorted(
+            p for p in path.rglob("*") if p.suffix in FORMATS and p.is_file() and not _hidden(p.relative_to(path))
+        )
+    if not found:
+        raise ValueError(f"{path} holds no .parquet, .jsonl, .json or .arrow files")
+    return [InputFile(label=p.relative_to(path).as_posix(), format=_format(p.name), path=str(p)) for p in found]
+
+
+def sample_input() -> list[InputFile]:
+    """The embedded sample (JSON lines in OpenThoughts3 row shape), shipped inside the package."""
+    files = resources.sample_files()
+    if not files:
+        raise ValueError("the embedded sample is missing from this installation")
+    return [InputFile(label=f.name, format="jsonl", path=str(f)) for f in files]
+
+
+def _format(name: str) -> str:
+    suffix = Path(name).suffix
+    if suffix not in FORMATS:
+        raise ValueError(f"{name}: unsupported file type {suffix!r} (use .parquet, .jsonl, .json or .arrow)")
+    return FORMATS[suffix]
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)

@@ -1,0 +1,290 @@
+"""The download stage: resolve the input, plan the selection, then convert and filter file by file.
+
+Each input file becomes one output shard (`part-NNNNN.parquet` of `SourceTrace` rows) through
+`shards.Stage`, which gives resumability, `--shard I/N` and the quarantine. A row ends in exactly one
+place, and the manifest accounts for all of them:
+
+- written: converted and passed the filters;
+- quarantined: with the reason (structural reasons from `SourceTrace.from_openthoughts`, the filter
+  reasons of `filters.py`, `unreadable` for undecodable lines). The quarantine record points at the
+  input row (file and row index, plus its metadata) instead of copying it: the Hub input is pinned to
+  a commit, and copying would make OpenThoughts3's quarantine about as large as the dataset;
+- not selected by the stratified selection: not errors, so not quarantined one by one, but counted
+  per domain in the manifest (`options.selection`, which also holds the whole plan).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from openmementos.download.filters import Filters
+from openmementos.download.mapping import ColumnMapping
+from openmementos.download.readers import (
+    InputFile,
+    Row,
+    Unreadable,
+    column_names,
+    hub_input,
+    iter_rows,
+    local_input,
+    sample_input,
+)
+from openmementos.download.sampling import (
+    BoundFinder,
+    SelectionPlan,
+    SelectionRequest,
+    Stratum,
+    StratumCounts,
+    allocate,
+)
+from openmementos.schema import SourceTrace, TraceRejected
+from openmementos.shards import (
+    MANIFEST,
+    Manifest,
+    Quarantined,
+    ShardSelection,
+    ShardTask,
+    Stage,
+    StageError,
+    read_manifest,
+    shard_name,
+)
+
+STAGE = "download"
+DEFAULT_DATASET = "open-thoughts/OpenThoughts3-1.2M"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    """Everything `openmementos download` was asked to do. `input` / `sample` replace the Hub dataset."""
+
+    out_dir: Path
+    dataset: str = DEFAULT_DATASET
+    revision: str = "main"
+    config: str | None = None
+    split: str = "train"
+    input: Path | None = None
+    sample: bool = False
+    mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    filters: Filters = field(default_factory=Filters)
+    selection: SelectionRequest | None = None
+    shard: ShardSelection = field(default_factory=ShardSelection)
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """What a worker needs to convert one input file (pickled into the worker process)."""
+
+    file: InputFile
+    file_index: int
+    mapping: ColumnMapping
+    filters: Filters
+    plan: SelectionPlan | None
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    manifest: Manifest
+    plan: SelectionPlan | None
+
+
+def run_download(request: DownloadRequest) -> DownloadResult:
+    files, input_json = _resolve_input(request)
+    mapping = request.mapping.resolve(column_names(files[0]))
+    options: dict[str, Any] = {
+        "input": input_json,
+        "mapping": mapping.as_json(),
+        "filters": {"min_sentences": request.filters.min_sentences, "keep_cjk": request.filters.keep_cjk},
+    }
+    previous = _previous_options(request.out_dir, options, request.selection)
+    plan = None
+    if request.selection is not None:
+        options["selection_request"] = request.selection.as_json()
+        if previous is not None:
+            plan = SelectionPlan.from_json(previous["selection"])
+        else:
+            plan = make_plan(files, mapping, request.selection)
+        options["selection"] = plan.as_json()
+    tasks = [
+        ShardTask(index, shard_name(index), ShardSource(file, index, mapping, request.filters, plan))
+        for index, file in enumerate(files)
+    ]
+    stage = Stage(
+        STAGE,
+        request.out_dir,
+        SourceTrace,
+        convert_shard,
+        options=options,
+        workers=request.workers,
+        description="download",
+    )
+    if input_json["kind"] == "hub":
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # the stage's bar shows progress; per-file bars from workers would garble it
+    return DownloadResult(stage.run(tasks, request.shard), plan)
+
+
+def _resolve_input(request: DownloadRequest) -> tuple[list[InputFile], dict[str, Any]]:
+    if request.sample:
+        files = sample_input()
+        return files, {"kind": "sample", "files": [f.label for f in files]}
+    if request.input is not None:
+        files = local_input(request.input, request.split)
+        return files, {"kind": "local", "path": str(request.input.resolve()), "files": [f.label for f in files]}
+    hub = hub_input(request.dataset, request.revision, request.config, request.split)
+    if not hub.files:
+        raise ValueError(f"dataset {request.dataset} has no data files in split {request.split!r}")
+    input_json = {
+        "kind": "hub",
+        "dataset": hub.repo_id,
+        "revision": request.revision,
+        "commit": hub.commit,
+        "config": request.config,
+        "split": request.split,
+        "files": [f.label for f in hub.files],
+    }
+    return hub.files, input_json
+
+
+def _previous_options(
+    out_dir: Path, options: dict[str, Any], selection: SelectionRequest | None
+) -> dict[str, Any] | None:
+    """The options of the run being resumed in `out_dir` (None for a new folder).
+
+    Refuses a folder made with other options before any planning, naming what differs.
+    """
+    if not (out_dir / MANIFEST).exists():
+        return None
+    previous = read_manifest(out_dir)
+    mine = json.loads(json.dumps(options, default=str))
+    mine["selection_request"] = selection.as_json() if selection else None
+    theirs = {**previous.options, "selection_request": previous.options.get("selection_request")}
+    compared = (set(mine) | set(theirs)) - {"selection"}  # the plan follows from the other options
+    differing = sorted(key for key in compared if mine.get(key) != theirs.get(key))
+    if previous.stage != STAGE or differing:
+        raise StageError(
+            f"{out_dir} holds a '{previous.stage}' run made with other {', '.join(differing) or 'options'}: "
+            "resume it with the same options, or write to a new folder"
+        )
+    return previous.options
+
+
+def make_plan(files: list[InputFile], mapping: ColumnMapping, request: SelectionRequest) -> SelectionPlan:
+    """Two passes over the metadata columns of every file: stratum sizes, then per-stratum hash bounds."""
+    columns = mapping.metadata_columns()
+    counts = StratumCounts()
+    with _FileProgress("selection: counting strata", len(files)) as progress:
+        for file in files:
+            counts.add_file(stratum for _, stratum in progress.counted(_strata(file, mapping, columns)))
+    quotas, summary = allocate(counts, request)
+    finder = BoundFinder(request.seed, quotas, counts.sizes)
+    if finder.needed:
+        with _FileProgress(f"selection: drawing (seed {request.seed})", len(files)) as progress:
+            for file in files:
+                for key, stratum in progress.counted(_strata(file, mapping, columns)):
+                    finder.add(stratum, key)
+    return SelectionPlan(
+        request.seed,
+        finder.bounds(counts.sizes),
+        quotas,
+        dict(counts.sizes),
+        tuple(counts.file_rows),
+        {"request": request.as_json(), **summary},
+    )
+
+
+def _strata(file: InputFile, mapping: ColumnMapping, columns: list[str]) -> Iterator[tuple[str, Stratum | None]]:
+    """(row key, stratum) of every row of a file, reading only the metadata columns."""
+    for index, row in iter_rows(file, columns, remote=True):
+        yield row_key(file, index), _stratum(mapping, row)
+
+
+def _stratum(mapping: ColumnMapping, row: Row) -> Stratum | None:
+    return None if isinstance(row, Unreadable) else mapping.stratum(row)
+
+
+def row_key(file: InputFile, index: int) -> str:
+    """A row's name in the selection hash and the quarantine: its file and row index (line, for JSON lines)."""
+    return f"{file.label}#{index}"
+
+
+def convert_shard(task: ShardTask[ShardSource]) -> Iterator[SourceTrace | Quarantined]:
+    """Rows of one input file, selected, converted and filtered (the stage's `process`)."""
+    source = task.source
+    mapping, plan = source.mapping, source.plan
+    rows = 0
+    for index, row in iter_rows(source.file, mapping.columns()):
+        rows += 1
+        key = row_key(source.file, index)
+        if plan is not None and not _selected(plan, _stratum(mapping, row), key):
+            continue
+        yield _convert(row, key, {"file": source.file.label, "row": index}, mapping, source.filters)
+    if plan is not None and rows != plan.file_rows[source.file_index]:
+        raise StageError(
+            f"{source.file.label} has {rows} rows but had {plan.file_rows[source.file_index]} when the selection "
+            "was planned: the input changed; start again in a new folder"
+        )
+
+
+def _selected(plan: SelectionPlan, stratum: Stratum | None, key: str) -> bool:
+    if stratum is None:
+        return True  # no usable domain: always passed on, so it is quarantined with its reason
+    try:
+        return plan.selects(stratum, key)
+    except KeyError:
+        raise StageError(
+            f"row {key} is in stratum {stratum}, unknown to the selection plan: the input changed since it "
+            "was planned; start again in a new folder"
+        ) from None
+
+
+def _convert(
+    row: Row, key: str, pointer: dict[str, Any], mapping: ColumnMapping, filters: Filters
+) -> SourceTrace | Quarantined:
+    if isinstance(row, Unreadable):
+        return Quarantined(key, "unreadable", row.detail, {**pointer, "text": row.text})
+    try:
+        trace = mapping.to_trace(row)
+        filters.check(trace)
+    except TraceRejected as rejected:
+        return Quarantined(key, rejected.reason, rejected.detail, {**pointer, **mapping.metadata(row)})
+    return trace
+
+
+class _FileProgress:
+    """A rich progress bar over files for the selection passes, with the rows seen."""
+
+    def __init__(self, description: str, files: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.rows = 0
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files · {task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+        )
+        self._task = self._progress.add_task(description, total=files, rows="0")
+
+    def __enter__(self) -> _FileProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def counted(self, items: Iterator[T]) -> Iterator[T]:
+        for item in items:
+            self.rows += 1
+            if self.rows % 10_000 == 0:
+                self._progress.update(self._task, rows=f"{self.rows:,}")
+            yield item
+        self._progress.update(self._task, advance=1, rows=f"{self.rows:,}")
