@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -59,7 +60,10 @@ def download(
         str | None,
         typer.Option(metavar="I/N", help="Process only input files I, I+N, I+2N, ... (runs on N machines)."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Input files processed in parallel (processes).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Input files processed in parallel (processes). Default: CPU cores, at most 8."),
+    ] = None,
     min_sentences: Annotated[
         int, typer.Option(min=1, help="Quarantine traces whose reasoning has fewer sentences.", rich_help_panel=FILTERS)
     ] = 2,
@@ -167,7 +171,7 @@ def download(
             filters=Filters(min_sentences=min_sentences, keep_cjk=keep_cjk),
             selection=selection,
             shard=ShardSelection.parse(shard),
-            workers=workers,
+            workers=workers or min(8, os.cpu_count() or 1),
         )
         result = run_download(request)
     except (ValueError, StageError) as error:

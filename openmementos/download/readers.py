@@ -13,6 +13,7 @@ columns of every file through `HfFileSystem` range requests, without fetching wh
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -127,8 +128,8 @@ def _jsonl_rows(path: str) -> Iterator[tuple[int, Row]]:
                 yield number, Unreadable(detail, line[:2000])
 
 
-def column_names(file: InputFile) -> list[str]:
-    """The columns of a file (for JSON lines: the keys of its first object)."""
+def column_names(file: InputFile, probe_rows: int = 1000) -> list[str]:
+    """The columns of a file (for JSON lines: the keys found in its first `probe_rows` objects)."""
     if file.format == "parquet":
         if file.repo_id:
             from huggingface_hub import HfFileSystem
@@ -136,9 +137,11 @@ def column_names(file: InputFile) -> list[str]:
             with HfFileSystem().open(f"datasets/{file.repo_id}@{file.revision}/{file.label}", "rb") as handle:
                 return pq.read_schema(handle).names
         return pq.read_schema(file.local_path()).names
-    for _, row in iter_rows(file):
-        return list(row) if isinstance(row, dict) else []
-    return []
+    names: dict[str, None] = {}
+    for _, row in itertools.islice(iter_rows(file), probe_rows):
+        if isinstance(row, dict):
+            names.update(dict.fromkeys(row))
+    return list(names)
 
 
 # --------------------------------------------------------------------------- resolving inputs
