@@ -285,6 +285,8 @@ class Stage:
     options: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
     description: str = ""
+    status: Callable[[], str] | None = None
+    """Optional live text shown after the progress bar (e.g. requests in flight, cost so far)."""
 
     def run(self, tasks: Sequence[ShardTask[Any]], selection: ShardSelection = ShardSelection()) -> Manifest:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +297,7 @@ class Stage:
         done = self._done()
         todo = [t for t in tasks if selection.picks(t.index) and t.name not in done]
         self._write_manifest(tasks, digest)
-        with _StageProgress(self.description or self.name, todo) as progress:
+        with _StageProgress(self.description or self.name, todo, self.status) as progress:
             if self.workers <= 1 or len(todo) <= 1:
                 for task in todo:
                     summary = run_shard(self, task, digest, progress)
@@ -429,16 +431,32 @@ def _run_shard_in_worker(stage: Stage, task: ShardTask[Any], digest: str) -> Sha
     return run_shard(stage, task, digest, _worker_reporter)
 
 
+def _progress_with_status(status: Callable[[], str]) -> Any:
+    """A rich `Progress` class that shows `status()` on a line under the bar, at every refresh."""
+    from rich.progress import Progress
+    from rich.text import Text
+
+    class ProgressWithStatus(Progress):
+        def get_renderables(self) -> Any:
+            yield from super().get_renderables()
+            yield Text(status(), overflow="ellipsis", no_wrap=True)
+
+    return ProgressWithStatus
+
+
 class _StageProgress:
     """A rich progress bar: shards done, rows/s and the most frequent quarantine reasons."""
 
-    def __init__(self, description: str, todo: Sequence[ShardTask[Any]]) -> None:
+    def __init__(
+        self, description: str, todo: Sequence[ShardTask[Any]], status: Callable[[], str] | None = None
+    ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.rows = 0
         self.reasons: Counter[str] = Counter()
         self.started = self._refreshed = time.monotonic()
-        self._progress = Progress(
+        progress_class = _progress_with_status(status) if status is not None else Progress
+        self._progress = progress_class(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
