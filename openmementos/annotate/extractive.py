@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from openmementos.annotate.asciimath import has_math, to_ascii_math
 from openmementos.format import find_reserved
+from openmementos.schema import AnnotatedTrace, SegmentedTrace, Usage
 from openmementos.tokens import DEFAULT_ENCODING, count_tokens
 
 EXTRACTIVE_MODEL = "extractive"
@@ -65,6 +66,12 @@ _OPENER = re.compile(
 _HEADER = re.compile(r"[*#\s]*(final answer|answer|conclusion|summary)[*#:\s]*", re.IGNORECASE)
 _PROSE_WORD = re.compile(r"[a-z]{2,}\b(?![(_^])")
 _MATH_WORDS = {"sqrt", "sin", "cos", "tan", "log", "exp", "root", "sum", "lim", "max", "min", "gcd", "lcm", "mod"}
+_CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
+MIN_SCORE = 1.0
+"""Units worth less (nothing but their position) are left out even when the budget has room."""
+MIN_CLAUSE_TOKENS = 8
+MIN_CONDENSE_SCORE = 3.0
+"""Only units worth this much are cut down to their best clauses, keeping clauses worth one point less."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(\[$])")
 
 
@@ -95,7 +102,7 @@ def split_units(block: str) -> list[str]:
     units: list[str] = []
     for piece in pieces:
         if units and _HEADER.fullmatch(units[-1]):
-            units[-1] = f"{units[-1].strip('*# :')}: {piece}"
+            units[-1] = f"{units[-1].strip('*# :').capitalize()}: {piece}"
         elif units and units[-1].rstrip().endswith(":"):
             units[-1] = f"{units[-1]} {piece}"
         else:
@@ -164,6 +171,26 @@ def _truncate(text: str, tokens: int, limit: int) -> str:
     return cut.rstrip(" ,;:") + " ..."
 
 
+def _condense(unit: _Unit, room: int, tokenizer: str) -> _Unit | None:
+    """The most informative clauses of a unit too long for the `room` left, or None if none fits."""
+    if room < MIN_CLAUSE_TOKENS or unit.score < MIN_CONDENSE_SCORE:
+        return None
+    clauses = [c for c in _CLAUSE_END.split(unit.text) if c.strip()]
+    if len(clauses) < 2:
+        return None
+    sizes = count_tokens(clauses, tokenizer)
+    ranked = sorted(range(len(clauses)), key=lambda i: -_score(clauses[i], i / (len(clauses) - 1))[0])
+    kept, spent = [], 0
+    for index in ranked:
+        if spent + sizes[index] <= room and _score(clauses[index], 0.0)[0] >= MIN_CONDENSE_SCORE - 1:
+            kept.append(index)
+            spent += sizes[index]
+    if not kept:
+        return None
+    text = clean_unit(" ".join(clauses[i].strip() for i in sorted(kept)))
+    return _Unit(unit.index, unit.raw, text, spent, unit.score, unit.conclusive)
+
+
 def extractive_memento(block: str, tokenizer: str = DEFAULT_ENCODING) -> str:
     """A memento for one block, from its own most informative statements (deterministic)."""
     raws = split_units(block)
@@ -184,13 +211,16 @@ def extractive_memento(block: str, tokenizer: str = DEFAULT_ENCODING) -> str:
     spent = 0
     keys: list[str] = []
     for unit in sorted(units, key=lambda u: (-u.score, -u.index)):
-        if unit.score <= 0 and chosen:
+        if unit.score < MIN_SCORE and chosen:
             break
         key = _key(unit.text)
         if any(key in other or other in key for other in keys):
             continue
-        if spent + unit.tokens > (target if chosen else cap):
-            continue
+        room = (target if chosen else cap) - spent
+        if unit.tokens > room:
+            unit = _condense(unit, room, tokenizer)
+            if unit is None:
+                continue
         chosen.append(unit)
         keys.append(key)
         spent += unit.tokens
@@ -203,3 +233,17 @@ def extractive_memento(block: str, tokenizer: str = DEFAULT_ENCODING) -> str:
     lead = max((u for u in chosen if u.conclusive), key=lambda u: (u.score, u.index), default=None)
     ordered = sorted(chosen, key=lambda u: (u is not lead, u.index))
     return " ".join(unit.text for unit in ordered)
+
+
+def annotate_extractive(trace: SegmentedTrace) -> AnnotatedTrace:
+    """Every block of a trace with its extractive memento (no judge, no cost)."""
+    mementos = [extractive_memento(block, trace.tokenizer) for block in trace.block_texts()]
+    return AnnotatedTrace(
+        **trace.model_dump(),
+        mementos=mementos,
+        memento_tokens=count_tokens(mementos, trace.tokenizer),
+        reviews=[],
+        annotator_model=EXTRACTIVE_MODEL,
+        prompt_version=EXTRACTIVE_VERSION,
+        usage=Usage(),
+    )

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from openmementos.format import find_reserved
-
-
-class AnswerUnreadable(ValueError):
-    """An answer from which nothing usable can be read."""
-
+from openmementos.llm import MalformedAnswer, extract_json
 
 # --------------------------------------------------------------------------- JSON schemas (structured output)
 # Plain JSON Schema objects; the engine wraps them into `response_format`.
@@ -108,38 +104,12 @@ def memento_problem(text: Any) -> str | None:
 
 # --------------------------------------------------------------------------- finding JSON in an answer
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", re.DOTALL)
 
-
-def _candidates(text: str) -> Iterable[str]:
-    """Texts that may hold the JSON answer: the whole answer, then the inside of code fences."""
-    yield text.strip()
-    for match in _FENCE.finditer(text):
-        yield match.group(1).strip()
-
-
-def _whole_json(text: str) -> Any:
-    """The answer parsed as JSON as a whole (or the inside of a code fence); None when it is not."""
-    for candidate in _candidates(text):
-        try:
-            return json.loads(candidate)
-        except ValueError:
-            continue
-    return None
-
-
-def load_json(text: str) -> Any:
-    """The JSON value of an answer: the whole text, a fenced block, or the first one embedded in prose."""
-    value = _whole_json(text)
-    if value is not None:
-        return value
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", text):
-        try:
-            return decoder.raw_decode(text, match.start())[0]
-        except ValueError:
-            continue
-    raise AnswerUnreadable("no JSON value in the answer")
+def _json_or_none(text: str) -> Any:
+    try:
+        return extract_json(text)
+    except MalformedAnswer:
+        return None
 
 
 def _salvage_items(text: str) -> list[Any]:
@@ -197,24 +167,24 @@ def _item_text(item: Any) -> Any:
     return item
 
 
+def _listed_items(value: Any) -> list[Any] | None:
+    """The items of a memento list answer, or None when `value` is not one (e.g. a single item)."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, dict):
+        return None
+    for key in ("mementos", "summaries", "items"):
+        if isinstance(value.get(key), list):
+            return value[key]
+    if value and all(str(k).strip().isdigit() for k in value):  # {"1": "...", "2": "..."}
+        return [{"id": int(k), "memento": v} for k, v in value.items()]
+    return None
+
+
 def _answer_items(text: str) -> list[Any]:
-    value = _whole_json(text)
-    if value is None:
-        # Not one JSON value: a list cut short keeps its complete items; else look for JSON in prose.
-        if items := _salvage_items(text):
-            return items
-        try:
-            value = load_json(text)
-        except AnswerUnreadable:
-            return []
-    if isinstance(value, dict):
-        for key in ("mementos", "summaries", "items"):
-            if isinstance(value.get(key), list):
-                return value[key]
-        if value and all(str(k).strip().isdigit() for k in value):  # {"1": "...", "2": "..."}
-            return [{"id": int(k), "memento": v} for k, v in value.items()]
-        return []
-    return value if isinstance(value, list) else []
+    items = _listed_items(_json_or_none(text))
+    # Not a whole list: a list cut short (token limit) still holds its complete items.
+    return items if items is not None else _salvage_items(text)
 
 
 def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
@@ -281,10 +251,7 @@ def parse_verdict(text: str) -> Verdict:
     to 0-10, so an arithmetic slip of the judge cannot push a memento over the threshold. An answer
     with only a `score` (or "Score: 7/10" in prose) is accepted as given.
     """
-    try:
-        value = load_json(text)
-    except AnswerUnreadable:
-        value = None
+    value = _json_or_none(text)
     if isinstance(value, dict):
         fixes = _fixes(value.get("fixes", value.get("feedback")))
         parts = {name: _number(value.get(name)) for name in RUBRIC}
@@ -299,25 +266,20 @@ def parse_verdict(text: str) -> Verdict:
     if match:
         lines = [line.strip(" -*\t") for line in text.splitlines() if line.strip().startswith(("-", "*"))]
         return Verdict(min(float(match.group(1)), 10.0), [line for line in lines if line])
-    raise AnswerUnreadable("the judge's answer has no score")
+    raise MalformedAnswer("the judge's answer has no score")
 
 
 # --------------------------------------------------------------------------- refined mementos
 
 
 def parse_refined(text: str) -> str:
-    """The memento of a refinement answer (`{"memento": ...}`, or the bare text when not JSON)."""
-    try:
-        value = load_json(text)
-    except AnswerUnreadable:
-        value = None
+    """The memento of a refinement answer (`{"memento": ...}`, or the bare text when it is not JSON)."""
+    value = _json_or_none(text)
     if isinstance(value, dict):
         memento = _item_text(value)
-    elif value is None and not text.lstrip().startswith(("{", "[")):
-        memento = text.strip()
     else:
-        memento = None
+        memento = None if text.lstrip().startswith(("{", "[")) else text.strip()
     if problem := memento_problem(memento):
-        raise AnswerUnreadable(f"the refined memento is unusable: {problem}")
+        raise MalformedAnswer(f"the refined memento is unusable: {problem}")
     assert isinstance(memento, str)
     return memento.strip()

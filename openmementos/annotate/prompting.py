@@ -1,0 +1,90 @@
+"""The messages of the recipe: compress a trace, re-ask for missing mementos, judge one, refine one.
+
+The instructions live in `prompts/compress.md`, `prompts/judge.md` and `prompts/refine.md`; this module
+only frames the data (problem, numbered segments, memento, fixes). The framing templates are hashed
+with the prompt files into `PromptSet.version`, recorded as `prompt_version` in every annotated row,
+so any wording change shows up in the data.
+
+The system prompt comes first and the long, trace-specific text last, so servers with prefix caching
+reuse the instructions across calls; a re-ask extends the original conversation, so its long prefix
+(the whole trace) is a cache hit there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from openmementos.resources import content_hash, read_prompt
+
+Message = dict[str, str]
+
+COMPRESS_USER = (
+    "Problem (context only; write no memento for it):\n{problem}\n\n"
+    "The reasoning, in {count} numbered segments:\n\n{segments}"
+)
+SEGMENT = '<segment id="{id}">\n{text}\n</segment>'
+REASK_USER = (
+    "These segments still need a usable memento: {problems}. Write mementos for exactly these segments "
+    "({ids}), following the same rules. Answer with JSON only: "
+    '{{"mementos": [{{"id": <segment number>, "memento": "..."}}]}}'
+)
+JUDGE_USER = "<segment>\n{block}\n</segment>\n\n<memento>\n{memento}\n</memento>"
+JUDGE_RETRY_USER = (
+    "Your answer could not be read: it must be the JSON object described above, with the six criteria, "
+    "the deduction and the fixes. Answer again with JSON only."
+)
+REFINE_USER = "<segment>\n{block}\n</segment>\n\n<memento>\n{memento}\n</memento>\n\nFixes to apply:\n{feedback}"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    compress: str
+    judge: str
+    refine: str
+
+    @property
+    def version(self) -> str:
+        """Content hash of the three prompts and the framing around the data."""
+        return content_hash(
+            self.compress, self.judge, self.refine, COMPRESS_USER, SEGMENT, REASK_USER, JUDGE_USER,
+            JUDGE_RETRY_USER, REFINE_USER,
+        )  # fmt: skip
+
+
+@cache
+def default_prompts() -> PromptSet:
+    """The prompts shipped in `prompts/`."""
+    return PromptSet(read_prompt("compress.md"), read_prompt("judge.md"), read_prompt("refine.md"))
+
+
+def compress_messages(prompts: PromptSet, problem: str, blocks: Sequence[str]) -> list[Message]:
+    """The compressor's conversation: all blocks of a trace, numbered from 1."""
+    segments = "\n\n".join(SEGMENT.format(id=index, text=text) for index, text in enumerate(blocks, 1))
+    user = COMPRESS_USER.format(problem=problem.strip(), count=len(blocks), segments=segments)
+    return [{"role": "system", "content": prompts.compress}, {"role": "user", "content": user}]
+
+
+def reask_messages(conversation: Sequence[Message], answer: str, problems: Mapping[int, str]) -> list[Message]:
+    """`conversation` continued: the last answer, then a request for exactly the segments in `problems`."""
+    ids = sorted(problems)
+    listed = ", ".join(f"{key} ({problems[key]})" for key in ids)
+    user = REASK_USER.format(problems=listed, ids=", ".join(map(str, ids)))
+    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": user}]
+
+
+def judge_messages(prompts: PromptSet, block: str, memento: str) -> list[Message]:
+    return [
+        {"role": "system", "content": prompts.judge},
+        {"role": "user", "content": JUDGE_USER.format(block=block, memento=memento)},
+    ]
+
+
+def judge_retry_messages(conversation: Sequence[Message], answer: str) -> list[Message]:
+    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": JUDGE_RETRY_USER}]
+
+
+def refine_messages(prompts: PromptSet, block: str, memento: str, feedback: str) -> list[Message]:
+    user = REFINE_USER.format(block=block, memento=memento, feedback=feedback or "- (none given)")
+    return [{"role": "system", "content": prompts.refine}, {"role": "user", "content": user}]

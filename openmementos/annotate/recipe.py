@@ -1,0 +1,292 @@
+"""The memento recipe for one trace (SPEC 4.5-4.6): compress, re-ask what is missing, judge, refine.
+
+1. **Compress.** One call sees the problem (context only) and every block, numbered, and answers one
+   memento per block as JSON (structured output where the server takes it, tolerant parsing always).
+2. **Re-ask.** Blocks whose memento is missing, empty, a placeholder, contains a delimiter or is longer
+   than the block are asked for again, by number, in a follow-up to the same conversation (up to
+   `max_reasks` times). Nothing is ever padded: a trace still short of a full set is quarantined
+   (`mementos_incomplete`, naming the blocks and why).
+3. **Judge.** Each memento gets one judge call: rubric points (SPEC 4.6) summed into a 0-10 score, and
+   3-5 fixes. An unreadable verdict is asked for once more, then the trace is quarantined
+   (`judge_unreadable`): a score we cannot read is not a score we may publish.
+4. **Refine.** A memento scoring below `threshold` is rewritten from (block, memento, fixes) and judged
+   again, for at most `max_rounds` judge rounds in all. Every round's score, fixes and judge tokens are
+   kept (`MementoReview.rounds`). The version kept is the best-scoring one (ties: the later), recorded
+   in `MementoReview.kept`, so `final_score` is the score of the published memento; a memento still
+   below the threshold after the last round is kept with that score, for `validate` to filter on. A
+   refinement that comes back unusable ends that memento's rounds (the best version so far is kept).
+
+A request the server refuses outright (HTTP 4xx, e.g. a prompt over the context window) quarantines
+the trace (`request_rejected`). Transient failures are retried by the engine; when its attempts run out
+the error propagates and stops the run: rerunning resumes it, every finished answer coming from the
+cache, instead of quarantining a whole outage's worth of traces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from openmementos.annotate.parsing import (
+    MEMENTOS_SCHEMA,
+    REFINED_SCHEMA,
+    VERDICT_SCHEMA,
+    Verdict,
+    parse_mementos,
+    parse_refined,
+    parse_verdict,
+)
+from openmementos.annotate.prompting import (
+    PromptSet,
+    compress_messages,
+    default_prompts,
+    judge_messages,
+    judge_retry_messages,
+    reask_messages,
+    refine_messages,
+)
+from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, MalformedAnswer, RequestRejected
+from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview, SegmentedTrace, Usage
+from openmementos.shards import Quarantined
+from openmementos.tokens import count_tokens
+
+T = TypeVar("T")
+
+JUDGE_MAX_TOKENS = 1024
+OUTPUT_RATIO_CAP = 0.5
+"""Answer budget for mementos: half the blocks' tokens (the target is 10-20 %) plus JSON overhead."""
+ROLES = ("compress", "reask", "judge", "refine")
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    model: str
+    judge: bool = True
+    threshold: float = 8.0
+    max_rounds: int = 2
+    max_reasks: int = 2
+    temperature: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {self.max_rounds}")
+        if not 0 <= self.threshold <= 10:
+            raise ValueError(f"threshold must be within 0-10, got {self.threshold}")
+        if self.max_reasks < 0:
+            raise ValueError(f"max_reasks must be >= 0, got {self.max_reasks}")
+
+
+class TraceFailed(Exception):
+    """A trace the recipe cannot annotate; `reason` is the quarantine code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Spend:
+    """LLM usage of one trace, by recipe step (compress, reask, judge, refine)."""
+
+    by_role: dict[str, Usage] = field(default_factory=dict)
+
+    def add(self, role: str, result: ChatResult) -> None:
+        before = self.by_role.get(role, Usage())
+        self.by_role[role] = Usage(
+            requests=before.requests + 1,
+            prompt_tokens=before.prompt_tokens + result.prompt_tokens,
+            completion_tokens=before.completion_tokens + result.completion_tokens,
+            cost_usd=before.cost_usd + result.cost_usd,
+        )
+
+    def total(self) -> Usage:
+        usages = self.by_role.values()
+        return Usage(
+            requests=sum(u.requests for u in usages),
+            prompt_tokens=sum(u.prompt_tokens for u in usages),
+            completion_tokens=sum(u.completion_tokens for u in usages),
+            cost_usd=round(sum(u.cost_usd for u in usages), 8),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the recipe made of one trace, and what that cost."""
+
+    item: AnnotatedTrace | Quarantined
+    spend: Spend
+
+
+def describe_problems(problems: Mapping[int, str]) -> str:
+    return ", ".join(f"{key} ({problems[key]})" for key in sorted(problems))
+
+
+async def gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
+    """`asyncio.gather`, but the first failure cancels the rest (no paying for a trace already lost)."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+class Recipe:
+    """Annotates traces through an LLM engine (live or batch: anything with `complete`)."""
+
+    def __init__(self, engine: ChatCompleter, settings: RecipeSettings, prompts: PromptSet | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.prompts = prompts or default_prompts()
+
+    @property
+    def prompt_version(self) -> str:
+        return self.prompts.version
+
+    async def annotate(self, trace: SegmentedTrace) -> Outcome:
+        spend = Spend()
+        try:
+            item: AnnotatedTrace | Quarantined = await self._annotate(trace, spend)
+        except TraceFailed as failure:
+            item = Quarantined(trace.id, failure.reason, failure.detail, trace)
+        except RequestRejected as exc:
+            item = Quarantined(trace.id, "request_rejected", str(exc), trace)
+        except ValidationError as exc:
+            item = Quarantined(trace.id, "invalid_annotation", str(exc).splitlines()[0], trace)
+        return Outcome(item, spend)
+
+    async def _annotate(self, trace: SegmentedTrace, spend: Spend) -> AnnotatedTrace:
+        blocks = trace.block_texts()
+        mementos = await self._compress(trace, blocks, spend)
+        reviews: list[MementoReview] = []
+        if self.settings.judge:
+            reviewed = await gather_all(
+                [
+                    self._review(block, tokens, memento, trace.tokenizer, spend)
+                    for block, tokens, memento in zip(blocks, trace.block_tokens, mementos, strict=True)
+                ]
+            )
+            mementos = [memento for memento, _ in reviewed]
+            reviews = [review for _, review in reviewed]
+        return AnnotatedTrace(
+            **trace.model_dump(),
+            mementos=mementos,
+            memento_tokens=count_tokens(mementos, trace.tokenizer),
+            reviews=reviews,
+            annotator_model=self.settings.model,
+            prompt_version=self.prompt_version,
+            usage=spend.total(),
+        )
+
+    async def _ask(
+        self, role: str, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int, spend: Spend
+    ) -> ChatResult:
+        request = ChatRequest(
+            model=self.settings.model,
+            messages=messages,
+            temperature=self.settings.temperature,
+            max_tokens=max_tokens,
+            json_schema=schema,
+        )
+        result = await self.engine.complete(request)
+        spend.add(role, result)
+        return result
+
+    # -- compress and re-ask ---------------------------------------------------------------------------
+
+    async def _compress(self, trace: SegmentedTrace, blocks: list[str], spend: Spend) -> list[str]:
+        ids = list(range(1, len(blocks) + 1))
+        conversation = compress_messages(self.prompts, trace.problem, blocks)
+        result = await self._ask("compress", conversation, MEMENTOS_SCHEMA, _memento_budget(trace, ids), spend)
+        mementos: dict[int, str] = {}
+        problems = _accept(result.text, ids, trace, mementos)
+        for _ in range(self.settings.max_reasks):
+            if not problems:
+                break
+            messages = reask_messages(conversation, result.text, problems)
+            result = await self._ask("reask", messages, MEMENTOS_SCHEMA, _memento_budget(trace, problems), spend)
+            problems = _accept(result.text, sorted(problems), trace, mementos)
+        if problems:
+            raise TraceFailed(
+                "mementos_incomplete",
+                f"no usable memento for segment(s) {describe_problems(problems)} "
+                f"after {self.settings.max_reasks} re-ask(s)",
+            )
+        return [mementos[key] for key in ids]
+
+    # -- judge and refine ------------------------------------------------------------------------------
+
+    async def _review(
+        self, block: str, block_tokens: int, memento: str, tokenizer: str, spend: Spend
+    ) -> tuple[str, MementoReview]:
+        versions: list[str] = []
+        rounds: list[JudgeRound] = []
+        current = memento
+        for number in range(1, self.settings.max_rounds + 1):
+            verdict, paid = await self._judge(block, current, spend)
+            versions.append(current)
+            rounds.append(JudgeRound(score=verdict.score, feedback=verdict.feedback, **paid))
+            if verdict.score >= self.settings.threshold or number == self.settings.max_rounds:
+                break
+            try:
+                current = await self._refine(block, block_tokens, current, verdict.feedback, tokenizer, spend)
+            except MalformedAnswer:
+                break
+        kept = max(range(len(rounds)), key=lambda index: (rounds[index].score, index))
+        return versions[kept], MementoReview(rounds=rounds, kept=kept)
+
+    async def _judge(self, block: str, memento: str, spend: Spend) -> tuple[Verdict, dict[str, int]]:
+        messages = judge_messages(self.prompts, block, memento)
+        results = [await self._ask("judge", messages, VERDICT_SCHEMA, JUDGE_MAX_TOKENS, spend)]
+        try:
+            verdict = parse_verdict(results[0].text)
+        except MalformedAnswer:
+            retry = judge_retry_messages(messages, results[0].text)
+            results.append(await self._ask("judge", retry, VERDICT_SCHEMA, JUDGE_MAX_TOKENS, spend))
+            try:
+                verdict = parse_verdict(results[1].text)
+            except MalformedAnswer as exc:
+                raise TraceFailed("judge_unreadable", f"{exc} (asked twice)") from None
+        paid = {
+            "prompt_tokens": sum(r.prompt_tokens for r in results),
+            "completion_tokens": sum(r.completion_tokens for r in results),
+        }
+        return verdict, paid
+
+    async def _refine(
+        self, block: str, block_tokens: int, memento: str, feedback: str, tokenizer: str, spend: Spend
+    ) -> str:
+        messages = refine_messages(self.prompts, block, memento, feedback)
+        budget = int(block_tokens * OUTPUT_RATIO_CAP) + 256
+        result = await self._ask("refine", messages, REFINED_SCHEMA, budget, spend)
+        refined = parse_refined(result.text)
+        if block_tokens and count_tokens([refined], tokenizer)[0] > block_tokens:
+            raise MalformedAnswer("the refined memento is longer than its segment")
+        return refined
+
+
+def _memento_budget(trace: SegmentedTrace, ids: Sequence[int] | Mapping[int, str]) -> int:
+    """The answer-token cap for mementos of the blocks numbered `ids` (generous; guards runaway output)."""
+    block_tokens = sum(trace.block_tokens[key - 1] for key in ids)
+    return int(block_tokens * OUTPUT_RATIO_CAP) + 64 * len(ids) + 256
+
+
+def _accept(answer: str, ids: Sequence[int], trace: SegmentedTrace, mementos: dict[int, str]) -> dict[int, str]:
+    """Store the usable mementos of `answer` into `mementos`; return the problems of the other ids."""
+    parsed = parse_mementos(answer, ids)
+    problems = dict(parsed.problems)
+    keys = sorted(parsed.usable)
+    sizes = count_tokens([parsed.usable[key] for key in keys], trace.tokenizer)
+    for key, size in zip(keys, sizes, strict=True):
+        if size > trace.block_tokens[key - 1]:
+            problems[key] = "longer than its segment"
+        else:
+            mementos[key] = parsed.usable[key]
+    return problems

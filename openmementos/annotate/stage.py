@@ -1,0 +1,178 @@
+"""The annotate stage on shards: SegmentedTrace shards in, AnnotatedTrace shards (and quarantine) out.
+
+`shards.Stage` owns the files: one output shard per input shard, written under a temporary name and
+published whole, so a row is written exactly once however often a run is killed and resumed. What a
+killed run had paid for is not lost either: every LLM answer is in the response cache the moment it
+arrives, so the rerun of an unfinished shard replays them for free.
+
+Within a shard, LLM traces run concurrently on an asyncio loop in a background thread (the engine
+bounds requests in flight); rows come back in input order through a window of traces in flight, so
+the output is deterministic and memory stays flat. The extractive annotator needs no loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+
+from openmementos.annotate.accounting import LiveStatus, Tally, write_shard_tally
+from openmementos.annotate.extractive import annotate_extractive
+from openmementos.annotate.recipe import Outcome, Recipe, RecipeSettings, Spend, TraceFailed
+from openmementos.llm import ChatCompleter
+from openmementos.schema import AnnotatedTrace, SegmentedTrace
+from openmementos.shards import Quarantined, ShardTask, iter_records
+
+T = TypeVar("T")
+Row = AnnotatedTrace | Quarantined
+
+
+def shard_limits(paths: list[Path], names: list[str], limit: int | None) -> dict[str, int] | None:
+    """`--limit N`: how many traces to take from each shard, the first N in shard order."""
+    if limit is None:
+        return None
+    limits, left = {}, limit
+    for path, name in zip(paths, names, strict=True):
+        limits[name] = min(pq.ParquetFile(path).metadata.num_rows, left)
+        left -= limits[name]
+    return limits
+
+
+def count_traces(paths: list[Path], names: list[str], limits: dict[str, int] | None) -> int:
+    rows = [pq.ParquetFile(path).metadata.num_rows for path in paths]
+    return sum(limits[name] if limits else n for name, n in zip(names, rows, strict=True))
+
+
+def read_traces(task: ShardTask[Path], limits: dict[str, int] | None) -> Iterator[SegmentedTrace]:
+    limit = limits.get(task.name, 0) if limits is not None else None
+    for number, trace in enumerate(iter_records(task.source, SegmentedTrace)):
+        if limit is not None and number >= limit:
+            return
+        yield trace
+
+
+@dataclass(frozen=True)
+class ExtractiveShards:
+    """The shard processor of `--model extractive` (picklable: it may run in worker processes)."""
+
+    out_dir: Path
+    limits: dict[str, int] | None = None
+    live: LiveStatus | None = None
+
+    def __call__(self, task: ShardTask[Path]) -> Iterator[Row]:
+        tally = Tally()
+        for trace in read_traces(task, self.limits):
+            try:
+                item: Row = annotate_extractive(trace)
+            except (TraceFailed, ValueError) as exc:
+                item = Quarantined(trace.id, "extractive_failed", str(exc).splitlines()[0], trace)
+            outcome = Outcome(item, Spend())
+            tally.add(outcome, threshold=0)
+            if self.live is not None:
+                self.live.run.add(outcome, threshold=0)
+            yield item
+        write_shard_tally(self.out_dir, task.name, tally)
+
+
+class LLMShards:
+    """The shard processor of an LLM annotator: a background event loop running the recipe.
+
+    Use as a context manager around `Stage.run` (one process, `workers=1`: concurrency comes from the
+    loop). `open_engine` is awaited on the loop to build the engine, so its clients bind to that loop.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        settings: RecipeSettings,
+        open_engine: Callable[[], Awaitable[ChatCompleter]],
+        live: LiveStatus,
+        *,
+        window: int,
+        limits: dict[str, int] | None = None,
+    ) -> None:
+        self.out_dir = out_dir
+        self.settings = settings
+        self.live = live
+        self.window = max(window, 1)
+        self.limits = limits
+        self._open_engine = open_engine
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="annotate-loop", daemon=True)
+        self.engine: ChatCompleter | None = None
+        self.recipe: Recipe | None = None
+
+    def __enter__(self) -> LLMShards:
+        self._thread.start()
+        try:
+            self.engine = self._run(self._open_engine())
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.recipe = Recipe(self.engine, self.settings)
+        self.live.stats = self.engine.stats
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self.engine is not None:
+                self._run(self.engine.close())
+        finally:
+            self._stop_loop()
+
+    def _run(self, coroutine: Awaitable[T]) -> T:
+        return self._submit(coroutine).result()
+
+    def _submit(self, coroutine: Awaitable[T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __call__(self, task: ShardTask[Path]) -> Iterator[Row]:
+        assert self.recipe is not None, "use LLMShards as a context manager"
+        tally = Tally()
+        pending: deque[Future[Outcome]] = deque()
+        try:
+            for trace in read_traces(task, self.limits):
+                pending.append(self._submit(self.recipe.annotate(trace)))
+                if len(pending) >= self.window:
+                    yield self._finish(pending.popleft(), tally)
+            while pending:
+                yield self._finish(pending.popleft(), tally)
+        finally:
+            for future in pending:  # interrupted or failed: stop what this shard still had in flight
+                future.cancel()
+        write_shard_tally(self.out_dir, task.name, tally)
+
+    def _finish(self, future: Future[Outcome], tally: Tally) -> Row:
+        outcome = future.result()
+        tally.add(outcome, self.settings.threshold)
+        self.live.run.add(outcome, self.settings.threshold)
+        return outcome.item
+
+
+def stage_options(
+    model: str, prompt_version: str, limit: int | None, settings: RecipeSettings | None
+) -> dict[str, Any]:
+    """What the output depends on (recorded in the manifest; a resume must match it)."""
+    options: dict[str, Any] = {"model": model, "prompt_version": prompt_version, "limit": limit}
+    if settings is not None:
+        options.update(
+            judge=settings.judge,
+            threshold=settings.threshold,
+            max_rounds=settings.max_rounds,
+            max_reasks=settings.max_reasks,
+            temperature=settings.temperature,
+        )
+    return options

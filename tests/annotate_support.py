@@ -1,0 +1,168 @@
+"""Inputs and a scripted LLM for the annotate tests: SegmentedTrace shards and a stand-in responder.
+
+The responder plays compressor, judge and refiner. What it does wrong is decided by markers in the
+trace text, so a test picks each fault per trace:
+
+* `FEWER` in the problem: the first compress answer leaves out the last memento (wrong count).
+* `PROSE` in the problem: the first compress answer is prose, not JSON.
+* `PLACEHOLDER` in the problem: the first compress answer gives "N/A" for segment 1.
+* `NEVER` in the problem: segment 2 never gets a memento, even when asked again (-> quarantine).
+* `WEAK` in a block: its first memento scores 5 (below the threshold); the refined one scores 9.
+* `STUBBORN` in a block: every version scores below the threshold, the first best (6, then 4).
+* `MUTE` in a block: the judge never gives a readable verdict (-> quarantine).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from openmementos.schema import AnnotatedTrace, SegmentedTrace
+from openmementos.shards import ShardTask, Stage, iter_records, read_quarantine, shard_name
+from openmementos.tokens import count_tokens
+
+_SEGMENT = re.compile(r'<segment id="(\d+)">\n(.*?)\n</segment>', re.DOTALL)
+_SEGMENT_ONLY = re.compile(r"<segment>\n(.*?)\n</segment>", re.DOTALL)
+_MEMENTO = re.compile(r"<memento>\n(.*?)\n</memento>", re.DOTALL)
+_REASKED = re.compile(r"exactly these segments \(([\d, ]+)\)")
+
+
+def sentence(trace: int, block: int, index: int) -> str:
+    words = " ".join(f"w{(trace * 31 + block * 7 + index * 3 + k) % 97}" for k in range(30))
+    return f"Step {block}.{index}: we compute {words}, so x_{block} = {trace + block + index}. "
+
+
+def make_trace(
+    number: int,
+    *,
+    n_blocks: int = 3,
+    sentences_per_block: int = 4,
+    problem_marker: str = "",
+    block_markers: dict[int, str] | None = None,
+) -> SegmentedTrace:
+    """A consistent SegmentedTrace; markers (see the module docstring) script the responder."""
+    block_markers = block_markers or {}
+    sentences: list[str] = []
+    blocks: list[list[int]] = []
+    for b in range(n_blocks):
+        first = len(sentences)
+        for i in range(sentences_per_block):
+            text = sentence(number, b, i)
+            if i == 0 and b in block_markers:
+                text = f"{block_markers[b]} {text}"
+            sentences.append(text)
+        blocks.append([first, len(sentences) - 1])
+    reasoning = "".join(sentences)
+    spans, cursor = [], 0
+    for text in sentences:
+        spans.append([cursor, cursor + len(text)])
+        cursor += len(text)
+    block_texts = ["".join(sentences[first : last + 1]) for first, last in blocks]
+    return SegmentedTrace(
+        id=f"trace-{number:04d}",
+        problem=f"Problem {number}: find every x_b. {problem_marker}".strip(),
+        reasoning=reasoning,
+        answer=f"The answer is {number}.",
+        domain="math",
+        source="synthetic",
+        difficulty=number % 10,
+        sentence_spans=spans,
+        sentence_tokens=count_tokens(sentences),
+        boundary_scores=[0.0] * (len(sentences) - 1),
+        blocks=blocks,
+        block_tokens=count_tokens(block_texts),
+        scorer="heuristic",
+        tokenizer="cl100k_base",
+    )
+
+
+def write_segmented(folder: Path, shards: Sequence[Sequence[SegmentedTrace]]) -> Path:
+    """A finished `segment` stage folder holding these traces, one list per shard."""
+    tasks = [ShardTask(index, shard_name(index), list(traces)) for index, traces in enumerate(shards)]
+    Stage(name="segment", out_dir=folder, model=SegmentedTrace, process=_emit).run(tasks)
+    return folder
+
+
+def _emit(task: ShardTask[list[SegmentedTrace]]) -> Iterable[SegmentedTrace]:
+    return task.source
+
+
+def read_output(folder: Path) -> tuple[list[AnnotatedTrace], dict[str, str]]:
+    """The annotated rows of an annotate folder, and the quarantined ids with their reasons."""
+    rows = [row for path in sorted(folder.glob("part-*.parquet")) for row in iter_records(path, AnnotatedTrace)]
+    quarantined = {record.id: record.reason for record in read_quarantine(folder)}
+    return rows, quarantined
+
+
+def assert_each_once(folder: Path, expected_ids: Iterable[str]) -> tuple[list[AnnotatedTrace], dict[str, str]]:
+    rows, quarantined = read_output(folder)
+    seen = [row.id for row in rows] + list(quarantined)
+    assert sorted(seen) == sorted(expected_ids), "every input trace exactly once, annotated or quarantined"
+    return rows, quarantined
+
+
+# --------------------------------------------------------------------------- the scripted LLM
+
+
+def memento_for(segment_id: int, text: str) -> str:
+    words = text.split()
+    memento = f"x_{segment_id - 1} computed; " + " ".join(words[4:10])
+    if "WEAK" in text or "STUBBORN" in text:
+        memento = "weak " + memento
+    return memento
+
+
+def responder(body: dict[str, Any]) -> str:
+    messages = body["messages"]
+    system, user = messages[0]["content"], messages[1]["content"]
+    last = messages[-1]["content"]
+    if "numbered segments" in user:
+        return _compress(user, last if len(messages) > 2 else None)
+    if "You grade one memento" in system:
+        return _judge(user, retried=len(messages) > 2)
+    return _refine(user)
+
+
+def _compress(user: str, followup: str | None) -> str:
+    segments = {int(k): v for k, v in _SEGMENT.findall(user)}
+    problem = user.split("\n", 2)[1]
+    if followup is None:
+        if "PROSE" in problem:
+            return "Here is my summary of the reasoning: it computes several values."
+        wanted = sorted(segments)
+        if "FEWER" in problem:
+            wanted = wanted[:-1]
+    else:
+        wanted = [int(k) for k in _REASKED.search(followup).group(1).split(",")]
+    items = []
+    for key in wanted:
+        if "NEVER" in problem and key == 2:
+            continue
+        memento = memento_for(key, segments[key])
+        if followup is None and "PLACEHOLDER" in problem and key == 1:
+            memento = "N/A"
+        items.append({"id": key, "memento": memento})
+    return json.dumps({"mementos": items})
+
+
+def _verdict(score: float) -> str:
+    parts = {"formulas": 3, "values": 2, "method": 2, "verification": 1, "confirmed": 1, "result_first": 1}
+    return json.dumps({**parts, "deduction": 10 - score, "fixes": ["quote x_b", "drop filler", "lead with result"]})
+
+
+def _judge(user: str, retried: bool) -> str:
+    block = _SEGMENT_ONLY.search(user).group(1)
+    memento = _MEMENTO.search(user).group(1)
+    if "MUTE" in block:
+        return "I would rather not grade this."
+    if "STUBBORN" in block:
+        return _verdict(6 if memento.startswith("weak ") else 4)
+    return _verdict(5 if memento.startswith("weak ") else 9)
+
+
+def _refine(user: str) -> str:
+    memento = _MEMENTO.search(user).group(1)
+    return json.dumps({"memento": "better " + memento.removeprefix("weak ")})

@@ -1,0 +1,100 @@
+"""Reading compressor, judge and refiner answers: tolerant, but never inventing or shifting a memento."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from openmementos.annotate.parsing import (
+    RUBRIC,
+    is_placeholder,
+    memento_problem,
+    parse_mementos,
+    parse_refined,
+    parse_verdict,
+)
+from openmementos.llm import MalformedAnswer
+
+
+def answer(*items: tuple[int, str]) -> str:
+    return json.dumps({"mementos": [{"id": key, "memento": text} for key, text in items]})
+
+
+def test_the_requested_shape() -> None:
+    parsed = parse_mementos(answer((1, "x = 2."), (2, "y = 3.")), [1, 2])
+    assert parsed.usable == {1: "x = 2.", 2: "y = 3."} and parsed.problems == {}
+
+
+def test_a_missing_id_is_named_and_nothing_shifts() -> None:
+    parsed = parse_mementos(answer((1, "a"), (3, "c")), [1, 2, 3])
+    assert parsed.usable == {1: "a", 3: "c"}
+    assert parsed.problems == {2: "missing"}
+
+
+def test_positional_answers_align_only_when_the_count_is_right() -> None:
+    assert parse_mementos('["a", "b"]', [4, 5]).usable == {4: "a", 5: "b"}
+    short = parse_mementos('["a", "b"]', [1, 2, 3])
+    assert short.usable == {} and set(short.problems) == {1, 2, 3}
+
+
+def test_json_in_fences_prose_and_id_keyed_objects() -> None:
+    fenced = "Sure, here they are:\n```json\n" + answer((1, "a"), (2, "b")) + "\n```\nDone."
+    assert parse_mementos(fenced, [1, 2]).usable == {1: "a", 2: "b"}
+    assert parse_mementos('{"1": "a", "2": "b"}', [1, 2]).usable == {1: "a", 2: "b"}
+    prose = 'The list is {"mementos": [{"id": "2", "memento": "b"}]} as asked.'
+    assert parse_mementos(prose, [2]).usable == {2: "b"}
+
+
+def test_a_truncated_answer_keeps_its_complete_items() -> None:
+    cut = answer((1, "a"), (2, "b"), (3, "ccc"))[:-12]
+    parsed = parse_mementos(cut, [1, 2, 3])
+    assert parsed.usable == {1: "a", 2: "b"} and parsed.problems == {3: "missing"}
+
+
+def test_unusable_mementos_are_problems() -> None:
+    parsed = parse_mementos(
+        answer((1, "  "), (2, "N/A"), (3, "x <|summary_end|>"), (4, "[summary unavailable]")), [1, 2, 3, 4]
+    )
+    assert parsed.usable == {}
+    assert parsed.problems == {
+        1: "empty",
+        2: "placeholder text",
+        3: "contains the reserved string <|summary_end|>",
+        4: "placeholder text",
+    }
+    assert parse_mementos("no json at all", [1]).problems == {1: "missing"}
+
+
+@pytest.mark.parametrize("text", ["N/A", "...", "TODO", "[Summary not available]", "<memento>", "Memento 3", "none"])
+def test_placeholders(text: str) -> None:
+    assert is_placeholder(text) and memento_problem(text) == "placeholder text"
+
+
+@pytest.mark.parametrize("text", ["x = 4; none of the roots is real.", "Summary of cases: n even -> 0.", "a = 1."])
+def test_real_mementos_are_not_placeholders(text: str) -> None:
+    assert memento_problem(text) is None
+
+
+def test_verdict_score_is_the_clamped_rubric_sum_minus_deduction() -> None:
+    full = {name: top for name, top in RUBRIC.items()}
+    verdict = parse_verdict(json.dumps({**full, "deduction": 2.5, "fixes": ["add x_1 = 3", "cut narration"]}))
+    assert verdict.score == 7.5
+    assert verdict.feedback == "- add x_1 = 3\n- cut narration"
+    inflated = {**{name: 99 for name in RUBRIC}, "deduction": -5, "fixes": []}
+    assert parse_verdict(json.dumps(inflated)).score == 10.0
+
+
+def test_verdict_fallbacks() -> None:
+    assert parse_verdict('{"score": 6, "feedback": "- a\\n- b"}').fixes == ["a", "b"]
+    assert parse_verdict("Score: 7/10\n- quote the formula\n- lead with the result").score == 7.0
+    with pytest.raises(MalformedAnswer):
+        parse_verdict("I would rather not grade this.")
+
+
+def test_refined_memento() -> None:
+    assert parse_refined('{"memento": " x = 2. "}') == "x = 2."
+    assert parse_refined("x = 2 by elimination.") == "x = 2 by elimination."
+    for bad in ('{"memento": ""}', '{"memento": "N/A"}', '{"memento": "x'):
+        with pytest.raises(MalformedAnswer):
+            parse_refined(bad)
