@@ -41,7 +41,7 @@ def download(
     ] = False,
     limit: Annotated[
         int | None,
-        typer.Option(min=0, help="Draw exactly this many input rows (before the filters).", rich_help_panel=SELECTION),
+        typer.Option(min=1, help="Draw exactly this many input rows (before the filters).", rich_help_panel=SELECTION),
     ] = None,
     ratio: Annotated[
         list[str] | None,
