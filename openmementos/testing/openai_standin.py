@@ -53,6 +53,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -141,8 +142,18 @@ class Reply:
     finish_reason: str = "stop"
 
 
+class ErrorReply(Exception):
+    """Raised by a responder to answer with an HTTP error instead (e.g. 400 "context length exceeded")."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 Responder = Callable[[dict[str, Any]], "str | Reply"]
-"""Maps a chat-completions request body (parsed JSON, with ``messages``) to the assistant's answer."""
+"""Maps a chat-completions request body (parsed JSON, with ``messages``) to the assistant's answer;
+it may raise :class:`ErrorReply` to answer with an HTTP error."""
 
 
 def default_responder(body: dict[str, Any]) -> str:
@@ -184,7 +195,9 @@ class StandInStats:
         return sum(self.chat_received.values())
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out: dict[str, Any] = {
+            f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "auth_headers"
+        }
         out["auth_headers"] = sorted(self.auth_headers)
         return out
 
@@ -250,14 +263,17 @@ class _Server:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
                 body = await self._read_body(reader, headers)
-                response = await self.dispatch(method, target.split("?", 1)[0], headers, body)
+                try:
+                    response = await self.dispatch(method, target.split("?", 1)[0], headers, body)
+                except Exception as exc:  # a stand-in bug must surface as a visible 500, not a hang
+                    response = _error(500, f"stand-in failure: {exc!r}", "standin_error")
                 self._write(writer, response)
                 if response.truncate:
                     return
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
             writer.close()
@@ -319,9 +335,7 @@ class _Server:
                 return self.create_batch(json.loads(body))
             case "GET", ["batches"]:
                 self.stats.routes[route] += 1
-                return _json_response(
-                    {"object": "list", "data": list(self.batches.values())[::-1], "has_more": False}
-                )
+                return _json_response({"object": "list", "data": list(self.batches.values())[::-1], "has_more": False})
             case "GET", ["batches", batch_id]:
                 self.stats.routes["GET /v1/batches/{id}"] += 1
                 return self.retrieve_batch(batch_id)
@@ -367,7 +381,12 @@ class _Server:
         if faults.malformed_body.hits(n):
             self.stats.faults["malformed_body"] += 1
             return _Response(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "x')
-        response = _json_response(self.completion(request), headers=self._ratelimit_headers())
+        try:
+            completion = self.completion(request)
+        except ErrorReply as reply:
+            self.stats.faults[f"error_reply_{reply.status}"] += 1
+            return _error(reply.status, reply.message)
+        response = _json_response(completion, headers=self._ratelimit_headers())
         if faults.truncate.hits(n):
             self.stats.faults["truncate"] += 1
             response.truncate = True
@@ -501,12 +520,14 @@ class _Server:
             self.batch_item_arrivals += 1
             self.stats.batch_items[messages_hash(item["body"].get("messages", []))] += 1
             result = {"id": self._new_id("batch_req"), "custom_id": item["custom_id"], "error": None}
-            if self.faults.batch_item_error.hits(self.batch_item_arrivals):
-                self.stats.faults["batch_item_error"] += 1
-                error_body = {"error": {"message": "The server had an error", "type": "server_error"}}
-                errors.append({**result, "response": {"status_code": 500, "body": error_body}})
-            else:
+            try:
+                if self.faults.batch_item_error.hits(self.batch_item_arrivals):
+                    self.stats.faults["batch_item_error"] += 1
+                    raise ErrorReply(500, "The server had an error")
                 outputs.append({**result, "response": {"status_code": 200, "body": self.completion(item["body"])}})
+            except ErrorReply as reply:
+                error_body = {"error": {"message": reply.message, "type": "server_error"}}
+                errors.append({**result, "response": {"status_code": reply.status, "body": error_body}})
         batch.update(
             status="completed",
             completed_at=int(time.time()),

@@ -1,0 +1,102 @@
+"""The persistent response cache: every paid answer is stored once, before anyone sees it.
+
+One SQLite file in WAL mode, one row per request key (:meth:`ChatRequest.cache_key`) holding the answer
+text and its token usage. Each :meth:`ResponseCache.put` is its own committed transaction, so an
+answer survives a crash or ``kill -9`` of the process the moment ``put`` returns (``synchronous=NORMAL``:
+durable against process death; an OS crash may lose the last few answers). Several processes may share
+one file; the busy timeout makes them take turns. Requests, API keys and headers are never stored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_FILENAME = "llm_cache.sqlite"
+_BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A stored answer: the text, its usage, and whether it was paid at the Batch API's price."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    model: str
+    batch: bool = False
+
+
+class ResponseCache:
+    """Content-addressed store of answers, keyed by request key. Use one instance per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+        self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS answers (
+                key TEXT PRIMARY KEY,
+                text TEXT NOT NULL,
+                prompt_tokens INTEGER NOT NULL,
+                completion_tokens INTEGER NOT NULL,
+                finish_reason TEXT,
+                model TEXT NOT NULL,
+                batch INTEGER NOT NULL,
+                stored_at REAL NOT NULL
+            )"""
+        )
+
+    @classmethod
+    def in_dir(cls, state_dir: str | Path) -> ResponseCache:
+        """The cache file ``llm_cache.sqlite`` inside ``state_dir``."""
+        return cls(Path(state_dir) / CACHE_FILENAME)
+
+    def get(self, key: str) -> CachedAnswer | None:
+        row = self._db.execute(
+            "SELECT text, prompt_tokens, completion_tokens, finish_reason, model, batch FROM answers WHERE key=?",
+            (key,),
+        ).fetchone()
+        return None if row is None else CachedAnswer(*row[:5], batch=bool(row[5]))
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        """Store and commit ``answer``; the first answer stored under a key is the one kept."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                answer.text,
+                answer.prompt_tokens,
+                answer.completion_tokens,
+                answer.finish_reason,
+                answer.model,
+                int(answer.batch),
+                time.time(),
+            ),
+        )
+
+    def __contains__(self, key: object) -> bool:
+        return self._db.execute("SELECT 1 FROM answers WHERE key=?", (key,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def keys(self) -> Iterator[str]:
+        for (key,) in self._db.execute("SELECT key FROM answers"):
+            yield key
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

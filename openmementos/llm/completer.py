@@ -1,0 +1,211 @@
+"""What every engine shares: cache lookup, single-flight of identical requests, and accounting.
+
+An engine subclasses :class:`CachingCompleter` and implements ``_fetch`` (get one fresh answer).
+:meth:`CachingCompleter.complete` answers from the cache when it can; otherwise it runs ``_fetch``
+once per distinct request, however many callers ask for it at the same time, and stores the answer
+(committed) before any caller sees it. A failed request is never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Self
+
+from openmementos.llm.cache import CachedAnswer, ResponseCache
+from openmementos.llm.pricing import PriceTable
+from openmementos.llm.request import ChatRequest, ChatResult
+from openmementos.llm.retry import MalformedResponse
+
+
+class ChatCompleter(Protocol):
+    """The surface callers (``annotate``, the ``llm`` boundary scorer) program against."""
+
+    stats: EngineStats
+
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class EngineStats:
+    """Live counters for progress bars and run summaries. Tokens and cost count fresh answers only."""
+
+    in_flight: int = 0
+    """Distinct requests being worked on now (sending, backing off, or waiting in a batch)."""
+    sent: int = 0
+    """HTTP requests sent (retries included), or batch lines submitted."""
+    answered: int = 0
+    """Fresh answers received and stored."""
+    cache_hits: int = 0
+    """Answers served from the cache: no request sent."""
+    coalesced: int = 0
+    """Calls that joined an identical request already in flight."""
+    failed: int = 0
+    """Requests that ended in an error for the caller."""
+    retries: Counter[str] = field(default_factory=Counter)
+    """Retries by reason (rate_limited, server_error, timeout, connection, malformed, batch_item)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def summary(self) -> str:
+        """One short line, e.g. for a progress bar's description."""
+        retries = sum(self.retries.values())
+        return (
+            f"in flight {self.in_flight} | sent {self.sent} | cached {self.cache_hits} | retries {retries}"
+            f" | tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out | ${self.cost_usd:.4f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "in_flight": self.in_flight,
+            "sent": self.sent,
+            "answered": self.answered,
+            "cache_hits": self.cache_hits,
+            "coalesced": self.coalesced,
+            "failed": self.failed,
+            "retries": dict(self.retries),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+
+def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> CachedAnswer:
+    """The answer in a chat-completion object (parsed JSON); :class:`MalformedResponse` if unusable."""
+    try:
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = data.get("usage") or {}
+        return CachedAnswer(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason"),
+            model=model,
+            batch=batch,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise MalformedResponse(f"not a usable chat completion ({type(exc).__name__})") from None
+
+
+def answer_from_body(body: bytes, *, model: str) -> CachedAnswer:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise MalformedResponse(f"chat completion body is not JSON ({len(body)} bytes)") from None
+    return answer_from_completion(data, model=model)
+
+
+@dataclass
+class _Flight:
+    task: asyncio.Task[tuple[CachedAnswer, int]]
+    waiters: int = 0
+
+
+class CachingCompleter:
+    """Base of the engines: cache, single-flight and accounting around an abstract ``_fetch``.
+
+    ``cache`` is a :class:`ResponseCache` (the caller keeps ownership), a path (the engine opens and
+    closes it) or None (no persistence).
+    """
+
+    def __init__(self, cache: ResponseCache | str | Path | None, prices: PriceTable | None) -> None:
+        self._owns_cache = cache is not None and not isinstance(cache, ResponseCache)
+        self.cache = ResponseCache(cache) if isinstance(cache, str | Path) else cache
+        self.prices = prices or PriceTable()
+        self.stats = EngineStats()
+        self._flights: dict[str, _Flight] = {}
+
+    async def _fetch(self, request: ChatRequest) -> tuple[CachedAnswer, int]:
+        """One fresh answer and the number of attempts it took."""
+        raise NotImplementedError
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """The answer to ``request``: from the cache, from an identical request in flight, or fresh."""
+        key = request.cache_key()
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            self.stats.cache_hits += 1
+            return self._result(hit, cached=True, attempts=0)
+        flight = self._flights.get(key)
+        leader = flight is None
+        if flight is None:
+            flight = _Flight(asyncio.create_task(self._fetch_and_store(key, request)))
+            self._flights[key] = flight
+            flight.task.add_done_callback(lambda _task: self._flights.pop(key, None))
+        else:
+            self.stats.coalesced += 1
+        flight.waiters += 1
+        try:
+            answer, attempts = await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            if flight.waiters == 1:  # the last one interested: stop the request
+                flight.task.cancel()
+            raise
+        finally:
+            flight.waiters -= 1
+        return self._result(answer, cached=not leader, attempts=attempts if leader else 0)
+
+    async def _fetch_and_store(self, key: str, request: ChatRequest) -> tuple[CachedAnswer, int]:
+        self.stats.in_flight += 1
+        try:
+            answer, attempts = await self._fetch(request)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.stats.failed += 1
+            raise
+        finally:
+            self.stats.in_flight -= 1
+        self.record(key, answer)
+        return answer, attempts
+
+    def record(self, key: str, answer: CachedAnswer) -> None:
+        """Store a fresh answer (committed) and count what it cost."""
+        if self.cache is not None:
+            self.cache.put(key, answer)
+        self.stats.answered += 1
+        self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.completion_tokens += answer.completion_tokens
+        self.stats.cost_usd += self._cost(answer)
+
+    def _count_retry(self, reason: str) -> None:
+        self.stats.retries[reason] += 1
+
+    def _cost(self, answer: CachedAnswer) -> float:
+        return self.prices.cost(answer.model, answer.prompt_tokens, answer.completion_tokens, batch=answer.batch)
+
+    def _result(self, answer: CachedAnswer, *, cached: bool, attempts: int) -> ChatResult:
+        return ChatResult(
+            text=answer.text,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost_usd=self._cost(answer),
+            cached=cached,
+            attempts=attempts,
+            finish_reason=answer.finish_reason,
+        )
+
+    async def close(self) -> None:
+        """Cancel what is in flight (finished answers are already stored) and release resources."""
+        tasks = [flight.task for flight in self._flights.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_transport()
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
+
+    async def _close_transport(self) -> None:
+        """Release clients and background tasks (engines override)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

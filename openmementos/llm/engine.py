@@ -1,0 +1,172 @@
+"""The LLM engine: chat completions against one or more OpenAI-compatible endpoints, paid for once.
+
+    async with LLMEngine(LLMSettings(base_urls=("http://gpu1:8000/v1", "http://gpu2:8000/v1")),
+                         cache=ResponseCache.in_dir(state_dir)) as engine:
+        results = await asyncio.gather(*(engine.complete(r) for r in requests))
+
+Each request goes: cache -> single-flight -> a concurrency slot -> the least-loaded endpoint that the
+server has not paused -> the rate limiter -> ``POST /chat/completions`` through the openai client
+(its own retries off: ours, in :mod:`openmementos.llm.retry`, are the only ones) -> the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+import openai
+
+from openmementos.llm.cache import CachedAnswer, ResponseCache
+from openmementos.llm.completer import CachingCompleter, answer_from_body
+from openmementos.llm.limits import PauseGate, RateLimiter, exhausted_quota_seconds, retry_after_seconds
+from openmementos.llm.pricing import PriceTable
+from openmementos.llm.request import ChatRequest
+from openmementos.llm.retry import as_llm_error, server_message
+from openmementos.llm.settings import LLMSettings, display_url
+from openmementos.llm.transport import httpx, make_http_client
+
+log = logging.getLogger(__name__)
+
+
+def make_openai_client(base_url: str, api_key: str, settings: LLMSettings) -> openai.AsyncOpenAI:
+    """An ``AsyncOpenAI`` for one endpoint, with the client's own retries disabled."""
+    http_client = make_http_client(base_url, max_connections=settings.concurrency, timeout_s=settings.timeout_s)
+    return openai.AsyncOpenAI(
+        base_url=base_url, api_key=api_key, max_retries=0, timeout=settings.timeout_s, http_client=http_client
+    )
+
+
+class _Endpoint:
+    """One base URL: its client, its load, its server-ordered pause, and what it turned out to reject."""
+
+    def __init__(self, base_url: str, api_key: str, settings: LLMSettings) -> None:
+        self.name = display_url(base_url)
+        self.client = make_openai_client(base_url, api_key, settings)
+        self.gate = PauseGate(max_pause_s=settings.backoff_max_s)
+        self.in_flight = 0
+        self.structured_output = True
+        self.max_tokens_field = "max_tokens"
+        self._settings = settings
+        self._connection_failures = 0
+
+    async def send(self, request: ChatRequest) -> CachedAnswer:
+        """One chat completion (or one adaptation-and-resend after a 400 that names a parameter)."""
+        while True:
+            body = request.body(structured=self.structured_output, max_tokens_field=self.max_tokens_field)
+            self.in_flight += 1
+            try:
+                async with asyncio.timeout(self._settings.timeout_s):
+                    response = await self.client.post("/chat/completions", body=body, cast_to=httpx.Response)
+            except openai.BadRequestError as exc:
+                if self._adapt(request, exc):
+                    continue
+                raise
+            except openai.APIStatusError as exc:
+                self._observe_refusal(exc)
+                raise
+            except openai.APIConnectionError:
+                self._connection_failures += 1
+                backoff = self._settings.backoff_initial_s * 2 ** (self._connection_failures - 1)
+                self.gate.pause(backoff)
+                raise
+            finally:
+                self.in_flight -= 1
+            self._connection_failures = 0
+            if (pause := exhausted_quota_seconds(response.headers)) is not None:
+                self.gate.pause(pause)
+            return answer_from_body(response.content, model=request.model)
+
+    def _observe_refusal(self, exc: openai.APIStatusError) -> None:
+        """On 429 (or any status carrying retry-after), hold every sender of this endpoint."""
+        headers = exc.response.headers
+        pause = retry_after_seconds(headers) or exhausted_quota_seconds(headers)
+        if pause is None and isinstance(exc, openai.RateLimitError):
+            pause = self._settings.backoff_initial_s
+        if pause is not None:
+            self.gate.pause(pause)
+
+    def _adapt(self, request: ChatRequest, exc: openai.BadRequestError) -> bool:
+        """Learn from a 400 that names a parameter this server does not take; True to resend."""
+        message = server_message(exc).lower()
+        if self.structured_output and request.json_schema is not None and "response_format" in message:
+            self.structured_output = False
+            log.warning("%s rejects response_format: asking for plain text from now on", self.name)
+            return True
+        if request.max_tokens is not None and self.max_tokens_field == "max_tokens" and "max_tokens" in message:
+            self.max_tokens_field = "max_completion_tokens"
+            log.info("%s rejects max_tokens: sending max_completion_tokens from now on", self.name)
+            return True
+        return False
+
+
+class LLMEngine(CachingCompleter):
+    """Chat completions with bounded concurrency, rate limits, retries, a response cache and accounting.
+
+    ``cache``: a :class:`ResponseCache` (caller-owned), a path to one (engine-owned) or None.
+    ``prices``: the :class:`PriceTable` for cost accounting (defaults to the built-in one).
+    """
+
+    def __init__(
+        self,
+        settings: LLMSettings | None = None,
+        *,
+        cache: ResponseCache | str | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.settings = settings or LLMSettings()
+        api_key = self.settings.key()
+        endpoints = self.settings.endpoints()
+        super().__init__(cache, prices)
+        self._secrets = (api_key,)
+        self._endpoints = [_Endpoint(url, api_key, self.settings) for url in endpoints]
+        self._rotation = itertools.count()
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._limiter = RateLimiter(self.settings.rpm, self.settings.tpm)
+        self._retry = self.settings.retry_policy()
+
+    def __repr__(self) -> str:
+        return f"LLMEngine(endpoints={[e.name for e in self._endpoints]}, concurrency={self.settings.concurrency})"
+
+    async def _fetch(self, request: ChatRequest) -> tuple[CachedAnswer, int]:
+        attempts = 0
+
+        async def attempt() -> CachedAnswer:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(request)
+
+        try:
+            answer = await self._retry.call(attempt, on_retry=self._count_retry)
+        except Exception as exc:
+            error = as_llm_error(exc, attempts=attempts, secrets=self._secrets)
+            if error is exc:
+                raise
+            log.debug("request failed: %s", error)
+            raise error from None
+        return answer, attempts
+
+    async def _attempt(self, request: ChatRequest) -> CachedAnswer:
+        async with self._slots:
+            endpoint = await self._choose_endpoint()
+            if self._limiter.enabled:
+                await self._limiter.acquire(request.estimated_tokens())
+            self.stats.sent += 1
+            return await endpoint.send(request)
+
+    async def _choose_endpoint(self) -> _Endpoint:
+        """The least-loaded endpoint that is not paused (ties rotate); waits while all are paused."""
+        if len(self._endpoints) == 1:
+            await self._endpoints[0].gate.wait()
+            return self._endpoints[0]
+        while True:
+            ready = [endpoint for endpoint in self._endpoints if endpoint.gate.remaining() == 0]
+            if ready:
+                turn = next(self._rotation)
+                count = len(self._endpoints)
+                return min(ready, key=lambda e: (e.in_flight, (self._endpoints.index(e) - turn) % count))
+            await asyncio.sleep(min(endpoint.gate.remaining() for endpoint in self._endpoints))
+
+    async def _close_transport(self) -> None:
+        for endpoint in self._endpoints:
+            await endpoint.client.close()

@@ -1,0 +1,75 @@
+"""How to reach the LLM: endpoints, key, concurrency, budgets, timeouts and the retry policy."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from openmementos.llm.errors import ConfigurationError
+from openmementos.llm.retry import RetryPolicy
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+_PLACEHOLDER_KEY = "no-key"
+"""Sent to self-hosted servers (vLLM, llama.cpp) started without an API key; they ignore it."""
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Engine settings; every field has a sane default and the CLI maps its options onto them.
+
+    ``base_urls``: one or more OpenAI-compatible endpoints (replicas share the load); empty means
+    ``$OPENAI_BASE_URL``, else OpenAI. ``api_key``: empty means ``$OPENAI_API_KEY``; required for
+    OpenAI itself, optional for self-hosted servers. ``rpm``/``tpm``: client-side requests and tokens
+    per minute (None: unlimited, the server's 429s and rate-limit headers still pace us).
+    ``max_attempts`` caps the HTTP requests per answer, retries included.
+    """
+
+    base_urls: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 64
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout_s: float = 300.0
+    max_attempts: int = 6
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff_initial_s, self.backoff_max_s)
+
+    def endpoints(self) -> tuple[str, ...]:
+        """The base URLs to use, from the settings, else ``$OPENAI_BASE_URL``, else OpenAI's."""
+        urls = self.base_urls or ((os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL),)
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigurationError(f"not an http(s) base URL: {display_url(url)!r}")
+        return tuple(url.rstrip("/") for url in urls)
+
+    def key(self) -> str:
+        """The API key to send: the setting, else ``$OPENAI_API_KEY``, else a placeholder for self-hosted
+        servers. Raises :class:`ConfigurationError` when a hosted OpenAI endpoint has no key."""
+        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        if key:
+            return key
+        hosted = [url for url in self.endpoints() if urlsplit(url).hostname == urlsplit(OPENAI_BASE_URL).hostname]
+        if hosted:
+            raise ConfigurationError("no API key for api.openai.com: pass --api-key or set OPENAI_API_KEY")
+        return _PLACEHOLDER_KEY
+
+
+def display_url(url: str) -> str:
+    """A URL fit for logs and messages: any ``user:password@`` part is dropped."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,126 @@
+"""Pure parts of the LLM engine: request keys, header parsing, prices, JSON extraction, settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from openmementos.llm import (
+    ChatRequest,
+    ConfigurationError,
+    LLMSettings,
+    MalformedAnswer,
+    PriceTable,
+    extract_json,
+)
+from openmementos.llm.limits import exhausted_quota_seconds, parse_duration, retry_after_seconds
+from openmementos.llm.settings import display_url
+
+MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}]
+
+
+def test_cache_key_depends_on_content_not_on_where_it_is_sent():
+    base = ChatRequest(model="m", messages=MESSAGES)
+    assert base.cache_key() == ChatRequest(model="m", messages=[dict(m) for m in MESSAGES]).cache_key()
+    variants = [
+        ChatRequest(model="other", messages=MESSAGES),
+        ChatRequest(model="m", messages=MESSAGES[1:]),
+        ChatRequest(model="m", messages=MESSAGES, temperature=0.7),
+        ChatRequest(model="m", messages=MESSAGES, max_tokens=10),
+        ChatRequest(model="m", messages=MESSAGES, seed=1),
+        ChatRequest(model="m", messages=MESSAGES, json_schema={"type": "object"}),
+        ChatRequest(model="m", messages=MESSAGES, params={"top_p": 0.9}),
+    ]
+    keys = {variant.cache_key() for variant in variants}
+    assert len(keys) == len(variants) and base.cache_key() not in keys
+
+
+def test_request_body_carries_every_parameter():
+    request = ChatRequest(
+        model="m", messages=MESSAGES, max_tokens=5, seed=3, json_schema={"type": "object"}, params={"top_p": 0.5}
+    )
+    body = request.body()
+    assert body["max_tokens"] == 5 and body["seed"] == 3 and body["top_p"] == 0.5 and body["temperature"] == 0.0
+    assert body["response_format"]["type"] == "json_schema"
+    plain = request.body(structured=False, max_tokens_field="max_completion_tokens")
+    assert "response_format" not in plain and plain["max_completion_tokens"] == 5 and "max_tokens" not in plain
+    assert request.estimated_tokens() > 5
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5), ("soon", None)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_retry_after_headers():
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": "2", "retry-after-ms": "150"}) == 0.15
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert retry_after_seconds({}) is None
+    assert exhausted_quota_seconds({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}) == 2.0
+    assert exhausted_quota_seconds({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "2s"}) is None
+    both = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    assert exhausted_quota_seconds(both) == 360.0
+
+
+def test_price_table(tmp_path, caplog):
+    prices = PriceTable()
+    assert prices.cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert prices.cost("gpt-4o-mini-2024-07-18", 1_000_000, 0) == pytest.approx(0.15), "snapshots use the family"
+    assert prices.cost("gpt-4o-2024-08-06", 1_000_000, 0) == pytest.approx(2.5)
+    assert prices.cost("gpt-4o-mini", 1_000_000, 0, batch=True) == pytest.approx(0.075)
+    with caplog.at_level(logging.WARNING):
+        assert prices.cost("my-local-model", 10, 10) == 0.0
+        assert prices.cost("my-local-model", 10, 10) == 0.0
+    assert caplog.text.count("my-local-model") == 1
+    (tmp_path / "prices.json").write_text(json.dumps({"my-local-model": {"input": 1, "output": 3}}))
+    (tmp_path / "prices.yaml").write_text("gpt-4o-mini: [1, 1]\n")
+    assert PriceTable.from_file(tmp_path / "prices.json").cost("my-local-model", 10**6, 10**6) == 4.0
+    assert PriceTable.from_file(tmp_path / "prices.yaml").cost("gpt-4o-mini", 10**6, 10**6) == 2.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"scores": [1, 2]}',
+        'Here you go:\n```json\n{"scores": [1, 2]}\n```\nDone.',
+        'Sure! The answer is {"scores": [1, 2]} as requested.',
+    ],
+)
+def test_extract_json_is_tolerant(text):
+    assert extract_json(text) == {"scores": [1, 2]}
+
+
+def test_extract_json_reports_what_it_got():
+    with pytest.raises(MalformedAnswer, match="no JSON value"):
+        extract_json("I cannot do that {not json")
+
+
+def test_settings_resolve_endpoints_and_keys(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert LLMSettings().endpoints() == ("https://api.openai.com/v1",)
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
+        LLMSettings().key()
+    assert LLMSettings(base_urls=("http://gpu1:8000/v1/",)).endpoints() == ("http://gpu1:8000/v1",)
+    assert LLMSettings(base_urls=("http://gpu1:8000/v1",)).key() == "no-key", "self-hosted servers need none"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://env-host:1234/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    assert LLMSettings().endpoints() == ("http://env-host:1234/v1",)
+    assert LLMSettings().key() == "sk-from-env"
+    assert LLMSettings(api_key="sk-explicit").key() == "sk-explicit"
+    with pytest.raises(ConfigurationError):
+        LLMSettings(base_urls=("gpu1:8000",)).endpoints()
+    with pytest.raises(ConfigurationError):
+        LLMSettings(concurrency=0)
+    assert display_url("http://user:secret@host:8000/v1") == "http://host:8000/v1"
