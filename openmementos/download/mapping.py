@@ -20,7 +20,7 @@ are the same for every corpus. Domain, source and difficulty come from columns o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from openmementos.download.sampling import Stratum, stratum_value
@@ -123,12 +123,7 @@ class ColumnMapping:
         return problem, f"{THINK_OPEN}{reasoning}{THINK_CLOSE}\n{answer}"
 
     def as_json(self) -> dict[str, Any]:
-        shape = "messages" if self.messages else "source_trace" if self.source_trace else "columns"
-        return {
-            "shape": shape,
-            "columns": self.columns(),
-            "fixed": dict(self.fixed),
-        }
+        return {**asdict(self), "fixed": dict(self.fixed)}
 
 
 def _guess_shape(mapping: ColumnMapping, present: set[str], listed: str) -> ColumnMapping:

@@ -77,10 +77,9 @@ def iter_rows(file: InputFile, columns: Sequence[str] | None = None, remote: boo
         return
     if file.format == "parquet":
         if remote and file.repo_id:
-            from huggingface_hub import HfFileSystem
-
-            with HfFileSystem().open(f"datasets/{file.repo_id}@{file.revision}/{file.label}", "rb") as handle:
-                yield from _parquet_rows(pq.ParquetFile(handle), columns)
+            with _open_on_hub(file) as handle:
+                # pre_buffer: one request per row group for the wanted column chunks, not one per chunk
+                yield from _parquet_rows(pq.ParquetFile(handle, pre_buffer=True), columns)
         else:
             yield from _parquet_rows(pq.ParquetFile(file.local_path()), columns)
         return
@@ -89,6 +88,14 @@ def iter_rows(file: InputFile, columns: Sequence[str] | None = None, remote: boo
             yield from _batch_rows(pa.ipc.open_stream(source), columns)
         return
     raise ValueError(f"{file.label}: unsupported format {file.format!r}")
+
+
+def _open_on_hub(file: InputFile) -> Any:
+    """A Hub file opened for range reads. No read-ahead cache: it would fetch megabytes of the big
+    columns next to every small column chunk read."""
+    from huggingface_hub import HfFileSystem
+
+    return HfFileSystem().open(f"datasets/{file.repo_id}@{file.revision}/{file.label}", "rb", cache_type="none")
 
 
 def _parquet_rows(parquet: pq.ParquetFile, columns: Sequence[str] | None) -> Iterator[tuple[int, Row]]:
@@ -132,9 +139,7 @@ def column_names(file: InputFile, probe_rows: int = 1000) -> list[str]:
     """The columns of a file (for JSON lines: the keys found in its first `probe_rows` objects)."""
     if file.format == "parquet":
         if file.repo_id:
-            from huggingface_hub import HfFileSystem
-
-            with HfFileSystem().open(f"datasets/{file.repo_id}@{file.revision}/{file.label}", "rb") as handle:
+            with _open_on_hub(file) as handle:
                 return pq.read_schema(handle).names
         return pq.read_schema(file.local_path()).names
     names: dict[str, None] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,16 +96,20 @@ class DownloadResult:
 
 def run_download(request: DownloadRequest) -> DownloadResult:
     files, input_json = _resolve_input(request)
+    if input_json["kind"] == "hub":
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # the stage's bar shows progress; per-file bars from workers would garble it
     mapping = request.mapping.resolve(column_names(files[0]))
     options: dict[str, Any] = {
         "input": input_json,
         "mapping": mapping.as_json(),
-        "filters": {"min_sentences": request.filters.min_sentences, "keep_cjk": request.filters.keep_cjk},
+        "filters": asdict(request.filters),
+        "selection_request": request.selection.as_json() if request.selection else None,
     }
-    previous = _previous_options(request.out_dir, options, request.selection)
+    previous = _previous_options(request.out_dir, options)
     plan = None
     if request.selection is not None:
-        options["selection_request"] = request.selection.as_json()
         if previous is not None:
             plan = SelectionPlan.from_json(previous["selection"])
         else:
@@ -124,10 +128,6 @@ def run_download(request: DownloadRequest) -> DownloadResult:
         workers=request.workers,
         description="download",
     )
-    if input_json["kind"] == "hub":
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()  # the stage's bar shows progress; per-file bars from workers would garble it
     return DownloadResult(stage.run(tasks, request.shard), plan)
 
 
@@ -153,9 +153,7 @@ def _resolve_input(request: DownloadRequest) -> tuple[list[InputFile], dict[str,
     return hub.files, input_json
 
 
-def _previous_options(
-    out_dir: Path, options: dict[str, Any], selection: SelectionRequest | None
-) -> dict[str, Any] | None:
+def _previous_options(out_dir: Path, options: dict[str, Any]) -> dict[str, Any] | None:
     """The options of the run being resumed in `out_dir` (None for a new folder).
 
     Refuses a folder made with other options before any planning, naming what differs.
@@ -164,10 +162,8 @@ def _previous_options(
         return None
     previous = read_manifest(out_dir)
     mine = json.loads(json.dumps(options, default=str))
-    mine["selection_request"] = selection.as_json() if selection else None
-    theirs = {**previous.options, "selection_request": previous.options.get("selection_request")}
-    compared = (set(mine) | set(theirs)) - {"selection"}  # the plan follows from the other options
-    differing = sorted(key for key in compared if mine.get(key) != theirs.get(key))
+    compared = (set(mine) | set(previous.options)) - {"selection"}  # the plan follows from the other options
+    differing = sorted(key for key in compared if mine.get(key) != previous.options.get(key))
     if previous.stage != STAGE or differing:
         raise StageError(
             f"{out_dir} holds a '{previous.stage}' run made with other {', '.join(differing) or 'options'}: "
