@@ -177,6 +177,9 @@ def download(
     except (ValueError, StageError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from error
+    except OSError as error:  # network or disk failure mid-run
+        typer.secho(f"error: {error}\nfinished shards are kept: rerun the same command to resume", fg="red", err=True)
+        raise typer.Exit(1) from error
     _report(result, out_dir)
 
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from openmementos import resources, shards
 
 BATCH_ROWS = 256
+DOWNLOAD_ATTEMPTS = 5
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".arrow": "arrow"}
 
 
@@ -51,12 +52,23 @@ class InputFile:
     revision: str = ""
 
     def local_path(self) -> str:
-        """The file on local disk, downloaded (resumably, into the Hub cache) when it lives on the Hub."""
+        """The file on local disk, downloaded (resumably, into the Hub cache) when it lives on the Hub.
+
+        Network failures are retried with backoff; each retry continues the partial file.
+        """
         if not self.repo_id:
             return self.path
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+        from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
-        return hf_hub_download(self.repo_id, self.label, repo_type="dataset", revision=self.revision)
+        retrying = Retrying(
+            stop=stop_after_attempt(DOWNLOAD_ATTEMPTS),
+            wait=wait_exponential(multiplier=2, max=60),
+            retry=retry_if_not_exception_type((EntryNotFoundError, RepositoryNotFoundError, OfflineModeIsEnabled)),
+            reraise=True,
+        )
+        return retrying(hf_hub_download, self.repo_id, self.label, repo_type="dataset", revision=self.revision)
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,8 @@ def hub_input(repo_id: str, revision: str, config: str | None, split: str) -> Hu
         raise ValueError(f"dataset {repo_id} has no revision {revision!r}") from error
     except RepositoryNotFoundError as error:
         raise ValueError(f"dataset {repo_id} was not found on the Hub (or it is private: log in first)") from error
+    except Exception as error:  # offline mode, refused connections, timeouts: each transport has its own types
+        raise ValueError(f"cannot reach the Hub to read dataset {repo_id}: {error}") from error
     try:
         builder = datasets.load_dataset_builder(repo_id, config, revision=commit)
     except (datasets.exceptions.DatasetsError, FileNotFoundError, ValueError) as error:
