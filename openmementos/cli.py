@@ -25,4 +25,5 @@ def _main() -> None:
 # Command registrations (one line each).
 app.command("sft")(__import__("openmementos.commands.sft", fromlist=["sft"]).sft)
 app.command("generate")(__import__("openmementos.commands.generate", fromlist=["generate"]).generate)
+app.command("download")(__import__("openmementos.commands.download", fromlist=["download"]).download)
 app.command("annotate")(__import__("openmementos.commands.annotate", fromlist=["annotate"]).annotate)
