@@ -27,3 +27,6 @@ app.command("sft")(__import__("openmementos.commands.sft", fromlist=["sft"]).sft
 app.command("generate")(__import__("openmementos.commands.generate", fromlist=["generate"]).generate)
 app.command("download")(__import__("openmementos.commands.download", fromlist=["download"]).download)
 app.command("annotate")(__import__("openmementos.commands.annotate", fromlist=["annotate"]).annotate)
+app.command("validate")(__import__("openmementos.commands.validate", fromlist=["validate"]).validate)
+app.command("stats")(__import__("openmementos.commands.stats", fromlist=["stats"]).stats)
+app.command("publish")(__import__("openmementos.commands.publish", fromlist=["publish"]).publish)
