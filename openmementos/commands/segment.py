@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +15,7 @@ BLOCKS = "Blocks"
 LLM = "LLM scorer (--scorer llm)"
 
 
-class Scorer(str, Enum):
+class Scorer(StrEnum):
     heuristic = "heuristic"
     llm = "llm"
 

@@ -35,6 +35,7 @@ Heuristic rules, in order (the first hard zero wins, otherwise base + the strong
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,8 +68,9 @@ _ASSUMPTION = re.compile(
     r"\b(?:suppose|assume|assuming|let's say|let us say|what if|if we assume|let's assume|maybe it's)\b", re.IGNORECASE
 )
 _REFUTATION = re.compile(
-    r"(?:but (?:that|this|then)|however|no[,.]|that can't|that cannot|that's (?:impossible|not possible|a contradiction)|"
-    r"this (?:contradicts|is a contradiction|can't)|contradiction|wait,? no\b|that doesn't work|impossible)",
+    r"(?:but (?:that|this|then)|however|no[,.]|that can't|that cannot|"
+    r"that's (?:impossible|not possible|a contradiction)|this (?:contradicts|is a contradiction|can't)|"
+    r"contradiction|wait,? no\b|that doesn't work|impossible)",
     re.IGNORECASE,
 )
 # A line of a step-by-step state trace: "Step 3: ...", "i = 2: ...", "n=5 -> ...", "dp[3] = ...".
@@ -94,7 +96,8 @@ CUES: tuple[Cue, ...] = (
         2.0,
         re.compile(
             r"(?:alternatively|another (?:approach|way|idea|method|strategy|thought|possibility)|"
-            r"(?:a )?different (?:approach|way|method|idea)|(?:let me|let's|i(?:'ll| will)) (?:try|use|consider|take|think of) "
+            r"(?:a )?different (?:approach|way|method|idea)|"
+            r"(?:let me|let's|i(?:'ll| will)) (?:try|use|consider|take|think of) "
             r"(?:a different|another|a new|a better|a cleaner|a smarter)|(?:let me|let's) (?:start over|restart|"
             r"re-?approach|approach this|think differently|think about this differently|step back)|start(?:ing)? over|"
             r"new approach|on second thought)",
@@ -201,5 +204,5 @@ class HeuristicScorer:
     name = "heuristic"
 
     def score(self, sentences: Sequence[str], problem: str = "") -> BoundaryScores:
-        scored = [heuristic_score(a, b) for a, b in zip(sentences, sentences[1:], strict=False)]
+        scored = [heuristic_score(a, b) for a, b in itertools.pairwise(sentences)]
         return BoundaryScores([s for s, _ in scored], [r for _, r in scored])
