@@ -21,12 +21,14 @@ import pytest
 from annotate_support import assert_each_once, make_trace, read_output, responder, write_segmented
 from typer.testing import CliRunner
 
+from openmementos.annotate.accounting import LiveStatus
 from openmementos.annotate.prompting import default_prompts
 from openmementos.annotate.recipe import Recipe, RecipeSettings
+from openmementos.annotate.stage import REFUSAL_STREAK, LLMShards
 from openmementos.cli import app
 from openmementos.llm import ChatRequest, ChatResult, EngineStats, RequestRejected, RetriesExhausted
 from openmementos.schema import AnnotatedTrace
-from openmementos.shards import Quarantined
+from openmementos.shards import Quarantined, ShardTask, Stage, StageError
 from openmementos.testing.openai_standin import FaultRule, Faults, OpenAIStandIn
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
@@ -207,3 +209,18 @@ def test_annotated_rows_render_to_the_public_format(tmp_path: Path) -> None:
         assert isinstance(row, AnnotatedTrace)
         full = row.to_full_row()
         assert full.block_summaries == row.mementos and "".join(full.sentences) == row.reasoning
+
+
+def test_a_server_refusing_everything_stops_the_run_instead_of_quarantining_it(tmp_path: Path) -> None:
+    in_dir = write_segmented(tmp_path / "segmented", [[make_trace(n) for n in range(REFUSAL_STREAK + 2)]])
+    out = tmp_path / "annotated"
+
+    async def open_engine() -> ScriptedEngine:
+        return ScriptedEngine(RequestRejected(status=400, detail="Unsupported value: 'temperature'"))
+
+    live = LiveStatus(REFUSAL_STREAK + 2)
+    with LLMShards(out, RecipeSettings(model="m"), open_engine, live, window=4) as process:
+        stage = Stage(name="annotate", out_dir=out, model=AnnotatedTrace, process=process)
+        with pytest.raises(StageError, match="refused the requests of 10 traces in a row"):
+            stage.run([ShardTask(0, "part-00000", in_dir / "part-00000.parquet")])
+    assert not (out / "part-00000.parquet").exists() and not list((out / "quarantine").iterdir())

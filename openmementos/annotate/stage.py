@@ -28,10 +28,14 @@ from openmementos.annotate.extractive import annotate_extractive
 from openmementos.annotate.recipe import Outcome, Recipe, RecipeSettings, Spend, TraceFailed
 from openmementos.llm import ChatCompleter
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
-from openmementos.shards import Quarantined, ShardTask, iter_records
+from openmementos.shards import Quarantined, ShardTask, StageError, iter_records
 
 T = TypeVar("T")
 Row = AnnotatedTrace | Quarantined
+
+REFUSAL_STREAK = 10
+"""Consecutive traces whose requests the server refused before the run stops: a wrong model name or
+parameter would otherwise quarantine the whole dataset."""
 
 
 def shard_limits(paths: list[Path], names: list[str], limit: int | None) -> dict[str, int] | None:
@@ -104,6 +108,7 @@ class LLMShards:
         self.window = max(window, 1)
         self.limits = limits
         self._open_engine = open_engine
+        self._refusals = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="annotate-loop", daemon=True)
         self.engine: ChatCompleter | None = None
@@ -157,6 +162,14 @@ class LLMShards:
 
     def _finish(self, future: Future[Outcome], tally: Tally) -> Row:
         outcome = future.result()
+        refused = isinstance(outcome.item, Quarantined) and outcome.item.reason == "request_rejected"
+        self._refusals = self._refusals + 1 if refused else 0
+        if self._refusals >= REFUSAL_STREAK:
+            assert isinstance(outcome.item, Quarantined)
+            raise StageError(
+                f"the server refused the requests of {self._refusals} traces in a row ({outcome.item.detail}); "
+                "check --model, --temperature and the endpoint, then rerun (this shard was not written)"
+            )
         tally.add(outcome, self.settings.threshold)
         self.live.run.add(outcome, self.settings.threshold)
         return outcome.item

@@ -38,6 +38,9 @@ def annotate(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per HTTP request before retrying.")] = 300.0,
     threshold: Annotated[float, typer.Option(min=0, max=10, help="Judge score (0-10) a memento must reach.")] = 8.0,
     max_rounds: Annotated[int, typer.Option(min=1, help="Judge rounds per memento, refinements between.")] = 2,
+    temperature: Annotated[
+        float, typer.Option(min=0, help="Sampling temperature; 1 for models that take no other (o-series, gpt-5).")
+    ] = 0.0,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Single pass: compress only, no judge.")] = False,
     batch: Annotated[
         bool, typer.Option("--batch", help="Use the OpenAI Batch API (half price, results within 24 h).")
@@ -79,7 +82,8 @@ def annotate(
         else:
             _run_llm(
                 in_dir, out_dir, model, base_url or [], api_key, concurrency, rpm, tpm, timeout, threshold,
-                max_rounds, not no_judge, batch, poll_interval, shard, limit, price_in, price_out, cache_dir,
+                max_rounds, temperature, not no_judge, batch, poll_interval, shard, limit, price_in, price_out,
+                cache_dir,
             )  # fmt: skip
     except (StageError, ValueError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
@@ -148,6 +152,7 @@ def _run_llm(
     timeout: float,
     threshold: float,
     max_rounds: int,
+    temperature: float,
     judge: bool,
     batch: bool,
     poll_interval: float,
@@ -161,12 +166,22 @@ def _run_llm(
     from openmementos.annotate.prompting import default_prompts
     from openmementos.annotate.recipe import RecipeSettings
     from openmementos.annotate.stage import LLMShards, stage_options
-    from openmementos.llm import BatchEngine, LLMEngine, LLMError, LLMSettings, PriceTable, ResponseCache
+    from openmementos.llm import (
+        BatchEngine,
+        ConfigurationError,
+        LLMEngine,
+        LLMError,
+        LLMSettings,
+        PriceTable,
+        ResponseCache,
+    )
     from openmementos.llm.cache import CACHE_FILENAME
     from openmementos.schema import AnnotatedTrace
     from openmementos.shards import Stage
 
-    settings = RecipeSettings(model=model, judge=judge, threshold=threshold, max_rounds=max_rounds)
+    settings = RecipeSettings(
+        model=model, judge=judge, threshold=threshold, max_rounds=max_rounds, temperature=temperature
+    )
     llm = LLMSettings(
         base_urls=tuple(base_urls), api_key=api_key, concurrency=concurrency, rpm=rpm, tpm=tpm, timeout_s=timeout
     )
@@ -197,6 +212,9 @@ def _run_llm(
                 status=live,
             )
             _finish(stage, tasks, selection, live, threshold=threshold, max_rounds=max_rounds if judge else 0)
+    except ConfigurationError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
     except LLMError as error:
         typer.secho(
             f"error: {error}\nEvery answer received so far is cached; rerun the same command to resume.",
