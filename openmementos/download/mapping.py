@@ -34,6 +34,11 @@ _SOURCE_TRACE_FIELDS = tuple(SourceTrace.model_fields)
 
 @dataclass(frozen=True)
 class ColumnMapping:
+    """Where a row keeps its trace and metadata (column names, or `fixed` values for every row).
+
+    Leave the trace columns unset to let `resolve` recognise the shape from a file's columns.
+    """
+
     messages: str | None = None
     problem: str | None = None
     reasoning: str | None = None
