@@ -59,7 +59,7 @@ def _objective(k: int, cut_scores: Sequence[float], block_tokens: Sequence[int],
         return 0.0
     mean = sum(block_tokens) / k
     std = math.sqrt(sum((t - mean) ** 2 for t in block_tokens) / k)
-    return sum(cut_scores) / len(cut_scores) - lam * std / mean
+    return sum(cut_scores) / len(cut_scores) - (lam * std / mean if mean else 0.0)
 
 
 def optimal_partition(
@@ -88,6 +88,8 @@ def optimal_partition(
     if lam < 0:
         raise ValueError("lambda must be >= 0")
     total = int(sum(sizes))
+    if total == 0:  # no tokens at all: nothing to balance, one block
+        return Partition([(0, n - 1)], [0], 0.0, 0.0, 0.0)
     cap = total if max_tokens is None else max_tokens
     best = _solve(np.asarray(sizes, dtype=np.int64), np.asarray(half, dtype=np.int64), lam, min_tokens, cap)
     if best is None:
