@@ -6,6 +6,7 @@ trace text, so a test picks each fault per trace:
 * `FEWER` in the problem: the first compress answer leaves out the last memento (wrong count).
 * `PROSE` in the problem: the first compress answer is prose, not JSON.
 * `PLACEHOLDER` in the problem: the first compress answer gives "N/A" for segment 1.
+* `TRUNCATED` in the problem: the first compress answer stops mid-list (its token limit).
 * `NEVER` in the problem: segment 2 never gets a memento, even when asked again (-> quarantine).
 * `WEAK` in a block: its first memento scores 5 (below the threshold); the refined one scores 9.
 * `STUBBORN` in a block: every version scores below the threshold, the first best (6, then 4).
@@ -22,6 +23,7 @@ from typing import Any
 
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
 from openmementos.shards import ShardTask, Stage, iter_records, read_quarantine, shard_name
+from openmementos.testing.openai_standin import Reply
 from openmementos.tokens import count_tokens
 
 _SEGMENT = re.compile(r'<segment id="(\d+)">\n(.*?)\n</segment>', re.DOTALL)
@@ -115,7 +117,7 @@ def memento_for(segment_id: int, text: str) -> str:
     return memento
 
 
-def responder(body: dict[str, Any]) -> str:
+def responder(body: dict[str, Any]) -> str | Reply:
     messages = body["messages"]
     system, user = messages[0]["content"], messages[1]["content"]
     last = messages[-1]["content"]
@@ -126,7 +128,7 @@ def responder(body: dict[str, Any]) -> str:
     return _refine(user)
 
 
-def _compress(user: str, followup: str | None) -> str:
+def _compress(user: str, followup: str | None) -> str | Reply:
     segments = {int(k): v for k, v in _SEGMENT.findall(user)}
     problem = user.split("\n", 2)[1]
     if followup is None:
@@ -145,7 +147,10 @@ def _compress(user: str, followup: str | None) -> str:
         if followup is None and "PLACEHOLDER" in problem and key == 1:
             memento = "N/A"
         items.append({"id": key, "memento": memento})
-    return json.dumps({"mementos": items})
+    answer = json.dumps({"mementos": items})
+    if followup is None and "TRUNCATED" in problem:
+        return Reply(answer[: len(answer) * 2 // 3], finish_reason="length")
+    return answer
 
 
 def _verdict(score: float) -> str:

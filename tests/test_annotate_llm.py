@@ -46,6 +46,7 @@ def scripted_traces() -> list:
         make_trace(7, block_markers={2: "MUTE"}),
         make_trace(8, n_blocks=1),
         make_trace(9, n_blocks=5),
+        make_trace(10, problem_marker="TRUNCATED"),
     ]
 
 
@@ -93,7 +94,7 @@ def test_faults_take_their_documented_paths(tmp_path: Path, segmented: tuple[Pat
     plain = by_id["trace-0000"]
     assert [review.final_score for review in plain.reviews] == [9.0, 9.0, 9.0]
     assert plain.usage.requests == 1 + 3  # one compress call, one judge call per memento
-    for fixed in ("trace-0001", "trace-0002", "trace-0003"):  # re-asked: one more request
+    for fixed in ("trace-0001", "trace-0002", "trace-0003", "trace-0010"):  # re-asked: one more request
         assert by_id[fixed].usage.requests == 1 + 1 + 3
     weak = by_id["trace-0005"].reviews[1]
     assert [r.score for r in weak.rounds] == [5.0, 9.0] and weak.kept == 1
@@ -111,7 +112,7 @@ def test_faults_take_their_documented_paths(tmp_path: Path, segmented: tuple[Pat
     retries = summary["last_run"]["engine"]["retries"]
     assert {"rate_limited", "server_error", "timeout"} <= set(retries)
     assert retries.get("malformed", 0) + retries.get("connection", 0) >= 2
-    assert summary["usage"]["by_step"]["reask"]["requests"] >= 3
+    assert summary["usage"]["by_step"]["reask"]["requests"] == 4 + 2  # NEVER: asked twice, then quarantined
     assert summary["usage"]["by_step"]["refine"]["requests"] == 2
     judged = sum(len(row.blocks) for row in rows)
     assert summary["judge"]["mementos_judged"] == judged

@@ -245,13 +245,13 @@ def _finish(stage: Any, tasks: Any, selection: Any, live: LiveStatus, *, thresho
                 interrupted=interrupted,
             )
             path = write_summary(stage.out_dir, data)
-            _print_summary(data, path)
+            _print_summary(data, path, interrupted)
     if interrupted:
         typer.secho("interrupted: finished shards and every answer received are kept; rerun to resume.", err=True)
         raise typer.Exit(130)
 
 
-def _print_summary(data: dict[str, Any], path: Path) -> None:
+def _print_summary(data: dict[str, Any], path: Path, interrupted: bool) -> None:
     traces, usage = data["traces"], data["usage"]["total"]
     reasons = ", ".join(f"{reason}: {count}" for reason, count in traces["quarantine_reasons"].items())
     lines = [
@@ -264,7 +264,13 @@ def _print_summary(data: dict[str, Any], path: Path) -> None:
     if judge := data.get("judge"):
         rates = ", ".join(f"round {k}: {v:.0%}" for k, v in judge["pass_rate_after_round"].items())
         lines.append(f"judge pass rate (>= {judge['threshold']:g}) after {rates}")
+    if engine := data["last_run"]["engine"]:
+        lines.append(
+            f"this run: {engine['sent']:,} requests sent, {engine['cache_hits']:,} answers from the cache, "
+            f"${engine['cost_usd']:.4f} paid"
+        )
     if not data["complete"]:
-        lines.append(f"{data['shards']['done']}/{data['shards']['total']} shards done (run the other --shard parts)")
+        hint = "" if interrupted else " (run the other --shard parts)"
+        lines.append(f"{data['shards']['done']}/{data['shards']['total']} shards done{hint}")
     lines.append(f"summary: {path}")
     typer.echo("\n".join(lines))
