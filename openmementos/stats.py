@@ -341,59 +341,55 @@ class StatsCollector:
         import matplotlib.pyplot as plt
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        domains = self.domains()
-        everything = self._samples[ALL]
+        by_domain = {domain: self._samples[domain] for domain in self.domains()}
         paths = []
-
-        def save(figure, name: str) -> None:
+        for name, draw in (
+            ("compression.png", _draw_compression),
+            ("kv_ratio.png", _draw_kv_ratio),
+            ("blocks.png", _draw_blocks),
+        ):
+            figure, axis = plt.subplots(figsize=(6.4, 3.6))
+            draw(axis, by_domain, self._samples[ALL])
+            axis.locator_params(axis="y", integer=True)  # counts
             figure.tight_layout()
-            path = out_dir / name
-            figure.savefig(path, dpi=110, metadata={"Software": None})
+            figure.savefig(out_dir / name, dpi=110, metadata={"Software": None})
             plt.close(figure)
-            paths.append(path)
-
-        figure, axis = plt.subplots(figsize=(6.4, 3.6))
-        top = max(max(everything.ratios, default=0.5), 0.05)
-        bins = [top * i / 40 for i in range(41)]
-        for domain in domains:
-            samples = self._samples[domain]
-            median = _quantile(sorted(samples.ratios), 0.5) if samples.ratios else 0.0
-            axis.hist(
-                samples.ratios, bins=bins, histtype="step", linewidth=1.6, label=f"{domain} (median {median:.2f})"
-            )
-        axis.set_xlabel("memento tokens / block tokens")
-        axis.set_ylabel("blocks")
-        axis.set_title("Compression per block")
-        axis.legend()
-        save(figure, "compression.png")
-
-        figure, axis = plt.subplots(figsize=(6.4, 3.6))
-        ratios = list(everything.kv_ratios)
-        axis.hist(ratios, bins=30, color="#4C72B0", alpha=0.85)
-        axis.axvline(fmean(ratios), color="black", linestyle="-", label=f"mean {fmean(ratios):.2f}x")
-        axis.axvline(PAPER.kv_ratio, color="#C44E52", linestyle="--", label=f"paper ~{PAPER.kv_ratio}x")
-        axis.set_xlabel("peak KV tokens without eviction / with eviction")
-        axis.set_ylabel("traces")
-        axis.set_title("Simulated peak-KV saving per trace")
-        axis.legend()
-        save(figure, "kv_ratio.png")
-
-        figure, axis = plt.subplots(figsize=(6.4, 3.6))
-        most = max(everything.blocks_per_trace)
-        for domain in domains:
-            axis.hist(
-                list(self._samples[domain].blocks_per_trace),
-                bins=range(1, most + 2),
-                histtype="step",
-                linewidth=1.6,
-                label=domain,
-            )
-        axis.set_xlabel("blocks per trace")
-        axis.set_ylabel("traces")
-        axis.set_title("Blocks per trace")
-        axis.legend()
-        save(figure, "blocks.png")
+            paths.append(out_dir / name)
         return paths
+
+
+def _draw_compression(axis, by_domain: dict[str, _Samples], everything: _Samples) -> None:
+    low, high = min(everything.ratios, default=0.0), max(everything.ratios, default=1.0)
+    pad = max((high - low) * 0.05, 0.005)
+    bins = [low - pad + (high - low + 2 * pad) * i / 40 for i in range(41)]
+    for domain, samples in by_domain.items():
+        median = _quantile(sorted(samples.ratios), 0.5) if samples.ratios else 0.0
+        axis.hist(samples.ratios, bins=bins, histtype="step", linewidth=1.6, label=f"{domain} (median {median:.2f})")
+    axis.set(xlabel="memento tokens / block tokens", ylabel="blocks", title="Compression per block")
+    axis.legend()
+
+
+def _draw_kv_ratio(axis, by_domain: dict[str, _Samples], everything: _Samples) -> None:
+    ratios = list(everything.kv_ratios)
+    axis.hist(ratios, bins=30, color="#4C72B0", alpha=0.85)
+    axis.axvline(fmean(ratios), color="black", label=f"mean {fmean(ratios):.2f}x")
+    axis.axvline(PAPER.kv_ratio, color="#C44E52", linestyle="--", label=f"paper ~{PAPER.kv_ratio:g}x")
+    axis.set(
+        xlabel="peak KV tokens without eviction / with eviction",
+        ylabel="traces",
+        title="Simulated peak-KV saving per trace",
+    )
+    axis.legend()
+
+
+def _draw_blocks(axis, by_domain: dict[str, _Samples], everything: _Samples) -> None:
+    most = max(everything.blocks_per_trace)
+    bins = [k - 0.5 for k in range(1, most + 2)]  # one bar per block count, centred on it
+    for domain, samples in by_domain.items():
+        axis.hist(list(samples.blocks_per_trace), bins=bins, histtype="step", linewidth=1.6, label=domain)
+    axis.locator_params(axis="x", integer=True)
+    axis.set(xlabel="blocks per trace", ylabel="traces", title="Blocks per trace")
+    axis.legend()
 
 
 # --------------------------------------------------------------------------- reading folders

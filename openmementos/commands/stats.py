@@ -89,13 +89,15 @@ def print_stats(result) -> None:
         )
     if result.provenance:
         made = result.provenance
+        usage = made.usage
+        paid = (
+            f"; {usage.requests:,} LLM requests, {usage.prompt_tokens + usage.completion_tokens:,} tokens, "
+            f"${usage.cost_usd:,.2f}"
+            if usage.requests
+            else ""
+        )
+        annotators = ", ".join(f"{name} ({count:,})" for name, count in made.annotator_models.items())
         console.print(
-            "Made with: annotator "
-            + ", ".join(f"{name} ({count:,})" for name, count in made.annotator_models.items())
-            + "; scorer "
-            + ", ".join(made.scorers)
-            + "; tokenizer "
-            + ", ".join(made.tokenizers)
-            + f"; {made.usage.requests:,} LLM requests, {made.usage.prompt_tokens + made.usage.completion_tokens:,}"
-            f" tokens, ${made.usage.cost_usd:,.2f}"
+            f"Made with: annotator {annotators}; scorer {', '.join(made.scorers)}; "
+            f"tokenizer {', '.join(made.tokenizers)}{paid}"
         )

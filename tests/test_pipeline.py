@@ -1,0 +1,188 @@
+"""`openmementos run`: pipeline files are checked before anything runs; the demo pipeline runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from annotated_traces import make_trace, write_stage
+from typer.testing import CliRunner
+
+from openmementos.cli import app
+from openmementos.pipeline import PipelineError, command, load_pipeline, option_key, run_pipeline
+from openmementos.shards import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDE = {"COLUMNS": "250"}
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("name: x\nworkdir: w\nstages:\n  polish: {}\n", "unknown stage 'polish'"),
+        ("name: x\nworkdir: w\nstages:\n  annotate: {in_dir: a}\n  segment: {}\n", "order they run"),
+        ("name: x\nstages:\n  download: {sample: true}\n", "workdir: Field required"),
+        ("name: x\nworkdir: w\nstages:\n  download: {sample: yes, colour: red}\n", "colour: not an option"),
+        ("name: x\nworkdir: w\nstages:\n  segment: {in_dir: a, lambda: high}\n", "lambda: Input should be a valid"),
+        ("name: x\nworkdir: w\nstages:\n  segment: {in_dir: a, min_block_tokens: -5}\n", "greater than or equal to 0"),
+        ("name: x\nworkdir: w\nstages:\n  segment: {}\n", "the first stage needs in_dir"),
+        ("name: x\nworkdir: w\nstages:\n  annotate: {in_dir: a, api_key: sk-123}\n", "set $OPENAI_API_KEY"),
+        ("name: x\nworkdir: w\nstages:\n  publish: {in_dir: a, token: hf_123}\n", "set $HF_TOKEN"),
+        ("name: x\nworkdir: w\nstages: [download\n", "not valid YAML"),
+    ],
+)
+def test_bad_pipeline_files_get_clear_errors(tmp_path, body, message):
+    path = write(tmp_path / "p.yaml", body)
+    with pytest.raises(PipelineError) as error:
+        load_pipeline(path)
+    assert message in str(error.value)
+    assert "sk-123" not in str(error.value) and "hf_123" not in str(error.value)
+
+
+def test_cli_reports_errors_without_running_anything(tmp_path):
+    path = write(tmp_path / "p.yaml", "name: x\nworkdir: w\nstages:\n  segment: {in_dir: a, scorer: magic}\n")
+    result = CliRunner().invoke(app, ["run", str(path)], env=WIDE)
+    assert result.exit_code == 1
+    assert "stages.segment: scorer: Input should be 'heuristic' or 'llm'" in result.output
+    assert not (tmp_path / "w").exists()
+
+
+def test_option_keys_are_the_cli_option_names():
+    import inspect
+
+    segment = inspect.signature(command("segment"), eval_str=True).parameters
+    download = inspect.signature(command("download"), eval_str=True).parameters
+    assert option_key("lam", segment["lam"]) == "lambda"
+    assert option_key("set_", download["set_"]) == "set"
+    assert option_key("min_block_tokens", segment["min_block_tokens"]) == "min_block_tokens"
+
+
+def test_stages_are_chained_and_publish_gets_the_lineage(tmp_path):
+    path = write(
+        tmp_path / "p.yaml",
+        f"""\
+        name: chained
+        workdir: {tmp_path / "w"}
+        stages:
+          download: {{sample: true}}
+          segment: {{lambda: 0.3}}
+          annotate: {{}}
+          validate: {{out_dir: {tmp_path / "checked"}}}
+          stats: {{}}
+          publish: {{to: {tmp_path / "pub"}}}
+        """,
+    )
+    calls = {call.name: call for call in load_pipeline(path)}
+    work = tmp_path / "w"
+    assert calls["segment"].arguments["in_dir"] == work / "download"
+    assert calls["segment"].arguments["lam"] == 0.3
+    assert calls["validate"].arguments["in_dir"] == work / "annotate"
+    assert calls["stats"].arguments["in_dir"] == tmp_path / "checked"
+    assert calls["stats"].arguments["plots"] == work / "stats"
+    assert calls["publish"].arguments["in_dir"] == tmp_path / "checked"
+    assert calls["publish"].arguments["lineage"] == [work / "download", work / "segment", work / "annotate"]
+
+
+def test_a_pipeline_from_annotated_traces_validates_and_publishes(tmp_path):
+    write_stage(tmp_path / "annotate", [make_trace(n) for n in range(5)])
+    path = write(
+        tmp_path / "p.yaml",
+        f"""\
+        name: finish
+        workdir: {tmp_path / "w"}
+        stages:
+          validate: {{in_dir: {tmp_path / "annotate"}, min_judge_score: 7}}
+          publish: {{to: {tmp_path / "pub"}, pretty_name: Finished}}
+        """,
+    )
+    lines = []
+    run_pipeline(load_pipeline(path), echo=lines.append)
+    assert lines[0].startswith("== [1/2] validate:") and lines[1].startswith("== [2/2] publish:")
+    assert read_manifest(tmp_path / "w" / "validate").options["min_judge_score"] == 7
+    assert "# Finished" in (tmp_path / "pub" / "README.md").read_text()
+    with pytest.raises(PipelineError, match="no stage 'segment'"):
+        run_pipeline(load_pipeline(path), start="segment")
+
+
+def test_a_failing_stage_stops_the_pipeline(tmp_path):
+    write_stage(tmp_path / "annotate", [make_trace(1)], shards=1, stage="annotate")
+    path = write(
+        tmp_path / "p.yaml",
+        f"""\
+        name: no-validate
+        workdir: {tmp_path / "w"}
+        stages:
+          publish: {{in_dir: {tmp_path / "annotate"}, to: {tmp_path / "pub"}}}
+        """,
+    )
+    with pytest.raises(PipelineError, match="stage publish failed"):
+        run_pipeline(load_pipeline(path), echo=lambda _: None)
+    assert not (tmp_path / "pub").exists()
+
+
+SHOW_SCRIPT = """
+import json, sys
+import datasets
+from openmementos.demo_show import main
+from openmementos.schema import PUBLIC_CONFIGS, features
+main([sys.argv[1]])
+loaded = {c: datasets.load_dataset(sys.argv[1], c, split="train") for c in PUBLIC_CONFIGS}
+print(json.dumps({c: [d.num_rows, d.features == features(PUBLIC_CONFIGS[c])] for c, d in loaded.items()}))
+"""
+
+
+def test_demo_pipeline_end_to_end(tmp_path):
+    """pipelines/demo.yaml, moved under tmp: resumes after a partial run, publishes a loadable dataset."""
+    spec = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
+    spec["workdir"] = str(tmp_path / "demo")
+    spec["stages"]["validate"]["report"] = str(tmp_path / "demo" / "report.json")
+    spec["stages"]["publish"]["to"] = str(tmp_path / "demo" / "published")
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    runner = CliRunner()
+
+    partial = runner.invoke(app, ["run", str(path), "--until", "segment"], env=WIDE)
+    assert partial.exit_code == 0, partial.output
+    assert not (tmp_path / "demo" / "annotate").exists()
+    done = runner.invoke(app, ["run", str(path)], env=WIDE)
+    assert done.exit_code == 0, done.output
+    assert "== [6/6] publish" in done.output and "finished" in done.output
+
+    published = tmp_path / "demo" / "published"
+    card = (published / "README.md").read_text()
+    assert "## Statistics" in card and "peak-KV ratio (mean)" in card and "(2.5x)" in card
+    assert "![kv ratio](plots/kv_ratio.png)" in card and (published / "plots" / "kv_ratio.png").stat().st_size > 1000
+    assert "**Memento writer (annotator):** `extractive`" in card and "| `download` |" in card
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    traces = report["passed"]
+    assert traces >= 20 and report["traces"] == read_manifest(tmp_path / "demo" / "annotate").rows
+
+    stats = runner.invoke(app, ["stats", str(tmp_path / "demo" / "validate")], env=WIDE)
+    assert stats.exit_code == 0, stats.output
+    assert "peak-KV ratio (mean)" in stats.output and "(2.5x)" in stats.output
+    assert "the paper reports ~2.5x" in stats.output
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "120"}
+    shown = subprocess.run(
+        [sys.executable, "-c", SHOW_SCRIPT, str(published)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "memento 1" in shown.stdout and "block 1 (sentences 0-" in shown.stdout
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == {"default": [traces, True], "full": [traces, True]}
+
+    before = {p: p.stat().st_mtime_ns for p in published.rglob("*") if p.is_file()}
+    again = runner.invoke(app, ["run", str(path)], env=WIDE)
+    assert again.exit_code == 0, again.output
+    assert "already up to date" in again.output
+    assert {p: p.stat().st_mtime_ns for p in published.rglob("*") if p.is_file()} == before
