@@ -31,3 +31,4 @@ app.command("validate")(__import__("openmementos.commands.validate", fromlist=["
 app.command("annotate")(__import__("openmementos.commands.annotate", fromlist=["annotate"]).annotate)
 app.command("stats")(__import__("openmementos.commands.stats", fromlist=["stats"]).stats)
 app.command("publish")(__import__("openmementos.commands.publish", fromlist=["publish"]).publish)
+app.command("run")(__import__("openmementos.commands.run", fromlist=["run"]).run)
