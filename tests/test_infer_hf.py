@@ -1,5 +1,6 @@
 """The evicting HF decoder computes exactly what the stage-2 masked forward pass computes."""
 
+import functools
 import itertools
 
 import pytest
@@ -13,15 +14,26 @@ from openmementos.train.data import IGNORE_INDEX, encode_conversations
 from openmementos.train.special_tokens import prepare_model_and_tokenizer
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def prepared(request):
+@functools.cache
+def load_prepared(attn_implementation: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = tiny_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=request.param)
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation)
     prepare_model_and_tokenizer(model, tokenizer)
     return model.eval(), tokenizer
+
+
+@pytest.fixture(params=["sdpa", "eager"])
+def prepared_any(request):
+    """Both 4D-mask attention implementations (boolean mask for SDPA, additive for eager)."""
+    return load_prepared(request.param)
+
+
+@pytest.fixture
+def prepared():
+    return load_prepared("sdpa")
 
 
 def memento_sequence(tokenizer, blocks: int) -> tuple[torch.Tensor, int]:
@@ -42,8 +54,8 @@ def masked_forward(model, ids, delimiters, response_start, mask_delimiters=False
 
 
 @pytest.mark.parametrize("mask_delimiters", [False, True])
-def test_token_by_token_eviction_equals_the_masked_forward_pass(prepared, mask_delimiters):
-    model, tokenizer = prepared
+def test_token_by_token_eviction_equals_the_masked_forward_pass(prepared_any, mask_delimiters):
+    model, tokenizer = prepared_any
     delimiters = DelimiterIds.from_tokenizer(tokenizer)
     ids, start = memento_sequence(tokenizer, blocks=3)
     reference = masked_forward(model, ids, delimiters, start, mask_delimiters)

@@ -123,3 +123,17 @@ def write_dataset(rows: list[dict], folder: Path) -> Path:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
     return folder
+
+
+def memorised_memento_model(folder: Path, row: dict, steps: int = 40) -> Path:
+    """Stage 1 then stage 2 on one memento row until the tiny model reproduces it (blocks, mementos).
+
+    Greedy decoding of such a model writes real blocks and mementos, so eviction really happens.
+    """
+    from openmementos.train.sft import SFTConfig, run_sft
+
+    data = write_dataset([row] * 4, folder / "data")
+    fast = {"max_steps": steps, "lr": 3e-3, "batch_size": 4, "save_steps": 10**6, "logging_steps": steps}
+    run_sft(SFTConfig(model=str(tiny_model_path()), data=str(data), stage=1, out=folder / "s1", **fast))
+    run_sft(SFTConfig(model=str(folder / "s1"), data=str(data), stage=2, out=folder / "s2", **fast))
+    return folder / "s2"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import typer
 
@@ -44,6 +44,9 @@ def generate(
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
+    dtype: Annotated[
+        str, typer.Option(help="auto (hf: bfloat16 on GPU, float32 on CPU; vllm decides), float32, bfloat16, float16.")
+    ] = "auto",
     out: Annotated[Path | None, typer.Option(help="Write one JSON result per line here (default: stdout).")] = None,
 ) -> None:
     """Generate with block eviction and report the KV-cache savings per problem.
@@ -59,12 +62,12 @@ def generate(
         raise typer.BadParameter("give --prompt TEXT or --prompts FILE", param_hint="--prompt")
     if mask_delimiters is None:
         mask_delimiters = _trained_mask_delimiters(model)
-    evict = not no_evict
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise typer.BadParameter("choose auto, float32, bfloat16 or float16", param_hint="--dtype")
+    settings = GenerationSettings(max_new_tokens, not no_evict, mask_delimiters, temperature, top_p, seed, dtype)
     try:
-        if backend is Backend.hf:
-            results = _generate_hf(model, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed)
-        else:
-            results = _generate_vllm(model, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed)
+        run = _generate_hf if backend is Backend.hf else _generate_vllm
+        results = run(model, problems, settings)
     except ValueError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from error
@@ -102,7 +105,17 @@ def _trained_mask_delimiters(model: str) -> bool:
     return bool(record and record.get("mask_delimiters"))
 
 
-def _generate_hf(model_path, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed):
+class GenerationSettings(NamedTuple):
+    max_new_tokens: int
+    evict: bool
+    mask_delimiters: bool
+    temperature: float
+    top_p: float
+    seed: int
+    dtype: str
+
+
+def _generate_hf(model_path: str, problems: list[str], s: GenerationSettings):
     import torch
     from rich.progress import track
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,26 +123,26 @@ def _generate_hf(model_path, problems, max_new_tokens, evict, mask_delimiters, t
     from openmementos.infer.hf import generate_hf, make_sampler
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, s.dtype) if s.dtype != "auto" else torch.bfloat16 if device == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa", dtype=dtype)
     model.to(device).eval()
-    sampler = make_sampler(temperature, top_p, seed)
+    sampler = make_sampler(s.temperature, s.top_p, s.seed)
     return [
         generate_hf(
             model,
             tokenizer,
             problem,
-            max_new_tokens=max_new_tokens,
-            evict=evict,
-            mask_delimiters=mask_delimiters,
+            max_new_tokens=s.max_new_tokens,
+            evict=s.evict,
+            mask_delimiters=s.mask_delimiters,
             sampler=sampler,
         )
         for problem in track(problems, description="generating", transient=True)
     ]
 
 
-def _generate_vllm(model_path, problems, max_new_tokens, evict, mask_delimiters, temperature, top_p, seed):
+def _generate_vllm(model_path: str, problems: list[str], s: GenerationSettings):
     try:
         import vllm  # noqa: F401
     except ImportError as error:
@@ -143,13 +156,13 @@ def _generate_vllm(model_path, problems, max_new_tokens, evict, mask_delimiters,
     return generate_vllm(
         model_path,
         problems,
-        max_new_tokens=max_new_tokens,
-        evict=evict,
-        mask_delimiters=mask_delimiters,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        engine_kwargs={} if torch.cuda.is_available() else {"enforce_eager": True},
+        max_new_tokens=s.max_new_tokens,
+        evict=s.evict,
+        mask_delimiters=s.mask_delimiters,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        engine_kwargs={"dtype": s.dtype, **({} if torch.cuda.is_available() else {"enforce_eager": True})},
     )
 
 
