@@ -50,6 +50,15 @@ def test_bad_pipeline_files_get_clear_errors(tmp_path, body, message):
     assert "sk-123" not in str(error.value) and "hf_123" not in str(error.value)
 
 
+@pytest.mark.parametrize("shipped", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_pipelines_are_valid(shipped):
+    result = CliRunner().invoke(app, ["run", str(shipped), "--check"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.output.splitlines()] == [
+        "download", "segment", "annotate", "validate", "stats", "publish"
+    ]  # fmt: skip
+
+
 def test_cli_reports_errors_without_running_anything(tmp_path):
     path = write(tmp_path / "p.yaml", "name: x\nworkdir: w\nstages:\n  segment: {in_dir: a, scorer: magic}\n")
     result = CliRunner().invoke(app, ["run", str(path)], env=WIDE)

@@ -37,7 +37,7 @@ def run(
         calls = load_pipeline(pipeline)
         if check:
             for call in calls:
-                given = ", ".join(f"{key}={value}" for key, value in call.given.items())
+                given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
                 typer.echo(f"{call.name}: {given}")
             return
         run_pipeline(calls, start=from_stage, stop=until, echo=lambda line: typer.secho(line, bold=True))
@@ -45,3 +45,7 @@ def run(
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
     typer.secho(f"pipeline {pipeline} finished", fg="green")
+
+
+def _shown(value: object) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
