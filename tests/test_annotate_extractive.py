@@ -49,11 +49,18 @@ FINAL = (
 )
 
 
+RECURSION = (
+    FILLER * 3 + "Split on whether n is in the set. If not, any valid set of the first n-1 numbers works; if it is, "
+    "n-1 is excluded and any valid set of the first n-2 numbers works. Hence\n\\[\n"
+    "a_n = a_{n-1} + a_{n-2}, \\qquad n \\ge 2.\n\\]\n\n" + FILLER * 3 + "- Small cases: a_0 = 1, a_1 = 2.\n"
+)
+
+
 def tokens(text: str) -> int:
     return count_tokens([text])[0]
 
 
-@pytest.mark.parametrize("block", [QUADRATIC, FINAL], ids=["quadratic", "final"])
+@pytest.mark.parametrize("block", [QUADRATIC, FINAL, RECURSION], ids=["quadratic", "final", "recursion"])
 def test_memento_stays_within_the_length_budget(block: str) -> None:
     size = tokens(block)
     assert size >= 200
@@ -66,6 +73,12 @@ def test_keeps_the_equations_and_the_conclusion_result_first() -> None:
     assert "(x-2)(x-3) = 0" in memento
     assert memento.startswith("The roots are x = 2 and x = 3"), memento
     assert "Hmm" not in memento and "Let me see" not in memento
+
+
+def test_keeps_a_displayed_equation_whole() -> None:
+    memento = extractive_memento(RECURSION)
+    assert "a_n = a_(n-1) + a_(n-2), n >= 2." in memento
+    assert "Small cases: a_0 = 1, a_1 = 2." in memento  # list bullet dropped
 
 
 def test_keeps_the_final_boxed_answer_in_ascii_math() -> None:

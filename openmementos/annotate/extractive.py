@@ -28,7 +28,10 @@ TARGET_RATIO = 0.15
 MAX_RATIO = 0.20
 MIN_TOKENS = 24
 
-_ANSWER = re.compile(r"\\boxed|final answer|the answer is|answer\s*[:=]|\*\*answer", re.IGNORECASE)
+_ANSWER = re.compile(
+    r"\\boxed|final answer|(?<!whether )(?<!if )the answer is|answer\s*[:=]|\*\*answer", re.IGNORECASE
+)
+_DISPLAY = re.compile(r"\s*(\\\[|\$\$)")
 _CONCLUSION = re.compile(
     r"\b(therefore|thus|hence|which gives|this gives|gives us|we get|we obtain|yields|results? in|equals|"
     r"conclude|must be|is the (only )?(solution|answer|value|result)|the solutions? (is|are)|confirm(s|ed)?|"
@@ -59,14 +62,16 @@ _OPENER = re.compile(
     r"finally|therefore|thus|hence|similarly|alternatively|again|yes|right|in (that|this) case)\b[,.!:]?\s*"
     r"|let me (see|think|check|recall)( (this|that|it))?( again)?[,.:]\s*"
     r"|(let me|let'?s|let us|i'?ll|i will|i need to|i have to|we need to|i can|we can|i should|we should) "
+    r"(?!not\b)"
     r"(now |just |first |quickly |also |try to )?"
     r"|i (think|guess|see|realize|notice)( that)?\s*|we (get|have|obtain|find)\s*:?\s*)+",
     re.IGNORECASE,
 )
 _HEADER = re.compile(r"[*#\s]*(final answer|answer|conclusion|summary)[*#:\s]*", re.IGNORECASE)
-_PROSE_WORD = re.compile(r"[a-z]{2,}\b(?![(_^])")
+_PROSE_WORD = re.compile(r"([a-z]{3,}|if|in|on|at|by|to|we|it|is|as|or|an|no) [a-z(]")
 _MATH_WORDS = {"sqrt", "sin", "cos", "tan", "log", "exp", "root", "sum", "lim", "max", "min", "gcd", "lcm", "mod"}
-_CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
+_BULLET = re.compile(r"^[-*•]\s+")
+MAX_DISPLAY_LINES = 12
 MIN_SCORE = 1.0
 """Units worth less (nothing but their position) are left out even when the budget has room."""
 MIN_CLAUSE_TOKENS = 8
@@ -86,12 +91,10 @@ class _Unit:
 
 
 def split_units(block: str) -> list[str]:
-    """Lines of the block, then sentences; a unit ending in ":" is joined with the one after it."""
+    """Lines of the block, then sentences; a display equation spread over lines is one unit, and a unit
+    ending in ":" is joined with the one after it."""
     pieces: list[str] = []
-    for line in block.splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for line in _lines(block):
         start = 0
         for match in _SENTENCE_END.finditer(line):
             head = line[start : match.start()]
@@ -110,9 +113,41 @@ def split_units(block: str) -> list[str]:
     return units
 
 
+def _lines(block: str) -> list[str]:
+    """Non-empty stripped lines, with the lines of an open `\\[ ... \\]` or `$$ ... $$` display joined
+    (at most `MAX_DISPLAY_LINES`, so a stray delimiter cannot swallow the block)."""
+    lines: list[str] = []
+    joined = 0
+    for line in block.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if joined:
+            lines[-1] = f"{lines[-1]} {line}"
+        else:
+            lines.append(line)
+        display_open = lines[-1].count("\\[") > lines[-1].count("\\]") or lines[-1].count("$$") % 2 == 1
+        joined = joined + 1 if display_open and joined < MAX_DISPLAY_LINES else 0
+    return lines
+
+
+def _clauses(text: str) -> list[str]:
+    """`text` cut after `,`, `;` and `:` outside brackets (a clause never splits `{1, 2}` or `f(a, b)`)."""
+    clauses, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += (char in "([{") - (char in ")]}")
+        if char in ",;:" and depth <= 0 and text[index + 1 : index + 2] == " ":
+            clauses.append(text[start : index + 1])
+            start = index + 2
+    clauses.append(text[start:])
+    return [clause for clause in clauses if clause.strip()]
+
+
 def _math_balanced(text: str) -> bool:
-    """True when no inline math region is open at the end of `text` (no split inside `\\( ... \\)`)."""
-    return text.count("\\(") == text.count("\\)") and text.count("$") % 2 == 0
+    """True when no math region is open at the end of `text` (no split inside `\\( ... \\)` or `\\[ ... \\]`)."""
+    return (
+        text.count("\\(") == text.count("\\)") and text.count("\\[") == text.count("\\]") and text.count("$") % 2 == 0
+    )
 
 
 def _score(raw: str, position: float) -> tuple[float, bool]:
@@ -124,6 +159,7 @@ def _score(raw: str, position: float) -> tuple[float, bool]:
     conclusion = bool(_CONCLUSION.search(raw))
     equation = has_math(raw) and bool(re.search(r"=|<|>|\\le|\\ge|\\ne|≤|≥|≠", raw))
     score = 4.0 * answer + 2.0 * conclusion + (2.0 if equation else 1.0 * has_math(raw))
+    score += 1.5 * bool(equation and _DISPLAY.match(raw))  # a displayed equation is usually a key result
     score += 1.0 * bool(re.search(r"\d", raw))
     rejection = bool(_REJECTION.search(raw))
     score += 1.5 * rejection + 1.0 * bool(_VERIFICATION.search(raw))
@@ -139,7 +175,7 @@ def clean_unit(raw: str) -> str:
     """A unit as memento text: ASCII math, no filler openers, ending in a full stop."""
     boxed = "\\boxed" in raw and "answer" not in raw.lower()
     text = to_ascii_math(raw.replace("**", ""))
-    text = _OPENER.sub("", text).strip().rstrip(" ,;:")
+    text = _OPENER.sub("", _BULLET.sub("", text)).strip().rstrip(" ,;:")
     if not text:
         return ""
     if boxed:
@@ -147,7 +183,7 @@ def clean_unit(raw: str) -> str:
     if text[-1] not in ".!?":
         text += "."
     word = _PROSE_WORD.match(text)
-    if word and word.group(0) not in _MATH_WORDS:
+    if word and word.group(1) not in _MATH_WORDS:
         text = text[0].upper() + text[1:]
     return text
 
@@ -175,7 +211,7 @@ def _condense(unit: _Unit, room: int, tokenizer: str) -> _Unit | None:
     """The most informative clauses of a unit too long for the `room` left, or None if none fits."""
     if room < MIN_CLAUSE_TOKENS or unit.score < MIN_CONDENSE_SCORE:
         return None
-    clauses = [c for c in _CLAUSE_END.split(unit.text) if c.strip()]
+    clauses = _clauses(unit.text)
     if len(clauses) < 2:
         return None
     sizes = count_tokens(clauses, tokenizer)
