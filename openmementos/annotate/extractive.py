@@ -1,13 +1,15 @@
 """The offline annotator (`--model extractive`): deterministic mementos without an LLM.
 
 A memento here is a selection of the block's own statements, so nothing is invented (SPEC 4.5 asks for
-extractive mementos anyway). The block is cut into units (lines, then sentences; a unit ending in ":"
-travels with its follower), each unit is scored for what a reader resuming the work needs: the final
-answer, conclusions, equations and assignments, numeric results, rejected approaches, checks, the chosen
-method, definitions. Filler ("Hmm.", "Let me see."), open questions and hedged musings score low, and a
-unit that restates an already chosen one is skipped. The best units are taken until the length budget
-(~15 % of the block's tokens, at most 20 %) is spent, cleaned (LaTeX to ASCII math, filler openers and
-connectives cut) and written result-first: the strongest conclusion, then the rest in reading order.
+extractive mementos anyway). The block is cut into units: lines, then sentences; a displayed equation
+spread over lines stays whole, and a unit ending in ":" travels with its follower. Each unit is scored
+for what a reader resuming the work needs: the final answer, conclusions, equations and assignments,
+numeric results, rejected approaches, checks, the chosen method, definitions. Filler ("Hmm.", "Let me
+see."), open questions and hedged musings score low, and a unit that restates an already chosen one is
+skipped. The best units are taken until the length budget (~15 % of the block's tokens, at most 20 %)
+is spent (a valuable unit too long for what is left is cut down to its best clauses), cleaned (LaTeX to
+ASCII math, filler openers and connectives cut) and written result-first: the strongest conclusion,
+then the rest in reading order.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ EXTRACTIVE_VERSION = "extractive-1"
 TARGET_RATIO = 0.15
 MAX_RATIO = 0.20
 MIN_TOKENS = 24
+MAX_DISPLAY_LINES = 12
+MIN_SCORE = 1.0
+"""Units worth less (nothing but their position) are left out even when the budget has room."""
+MIN_CLAUSE_TOKENS = 8
+MIN_CONDENSE_SCORE = 3.0
+"""Only units worth this much are cut down to their best clauses, keeping clauses worth one point less."""
 
-_ANSWER = re.compile(
-    r"\\boxed|final answer|(?<!whether )(?<!if )the answer is|answer\s*[:=]|\*\*answer", re.IGNORECASE
-)
+_ANSWER = re.compile(r"\\boxed|final answer|(?<!whether )(?<!if )the answer is|answer\s*[:=]|\*\*answer", re.IGNORECASE)
 _DISPLAY = re.compile(r"\s*(\\\[|\$\$)")
 _CONCLUSION = re.compile(
     r"\b(therefore|thus|hence|which gives|this gives|gives us|we get|we obtain|yields|results? in|equals|"
@@ -71,12 +77,6 @@ _HEADER = re.compile(r"[*#\s]*(final answer|answer|conclusion|summary)[*#:\s]*",
 _PROSE_WORD = re.compile(r"([a-z]{3,}|if|in|on|at|by|to|we|it|is|as|or|an|no) [a-z(]")
 _MATH_WORDS = {"sqrt", "sin", "cos", "tan", "log", "exp", "root", "sum", "lim", "max", "min", "gcd", "lcm", "mod"}
 _BULLET = re.compile(r"^[-*•]\s+")
-MAX_DISPLAY_LINES = 12
-MIN_SCORE = 1.0
-"""Units worth less (nothing but their position) are left out even when the budget has room."""
-MIN_CLAUSE_TOKENS = 8
-MIN_CONDENSE_SCORE = 3.0
-"""Only units worth this much are cut down to their best clauses, keeping clauses worth one point less."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(\[$])")
 
 
