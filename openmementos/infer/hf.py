@@ -84,7 +84,8 @@ class EvictingDecoder:
         self.token_ids.extend(chunk)
         positions = torch.arange(start, start + len(chunk), device=self.device)
         key_positions = torch.cat([self.cache_positions, positions])
-        until = self._visible_until(closes_memento=self.delimiters.summary_end in chunk)
+        closes_memento = self.evict and self.delimiters.summary_end in chunk
+        until = self._visible_until(closes_memento)
         mask = visibility(positions, key_positions, until[key_positions])[None, None]
         mask = to_model_mask(mask, self.attn_implementation, self.model.dtype)
         output = self.model(
@@ -97,16 +98,18 @@ class EvictingDecoder:
         )
         self.cache_positions = key_positions
         self.peak_kv_tokens = max(self.peak_kv_tokens, self.kv_tokens)
-        self._evict(until, last_position=start + len(chunk) - 1)
+        if closes_memento:
+            self._evict(until, last_position=start + len(chunk) - 1)
         return output.logits[0]
 
-    def _visible_until(self, *, closes_memento: bool) -> torch.Tensor:
+    def _visible_until(self, closes_memento: bool) -> torch.Tensor:
         """`visible_until` of every token fed so far.
 
         Only a `<|summary_end|>` can make a token's value finite, and cached entries that survived
-        eviction are all `NEVER`; so the full computation is needed only for chunks holding one.
+        eviction are all `NEVER`; so the full computation (and eviction) is needed only for chunks
+        holding one.
         """
-        if not (self.evict and closes_memento):
+        if not closes_memento:
             return torch.full((len(self.token_ids),), NEVER, dtype=torch.long, device=self.device)
         return visible_until(
             torch.tensor(self.token_ids, device=self.device),
