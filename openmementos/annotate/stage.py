@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from openmementos.annotate.accounting import LiveStatus, Tally, write_shard_tally
 from openmementos.annotate.extractive import annotate_extractive
-from openmementos.annotate.recipe import Outcome, Recipe, RecipeSettings, Spend, TraceFailed
+from openmementos.annotate.recipe import Outcome, Recipe, RecipeSettings, Spend
 from openmementos.llm import ChatCompleter
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
 from openmementos.shards import Quarantined, ShardTask, StageError, iter_records
@@ -75,7 +75,7 @@ class ExtractiveShards:
         for trace in read_traces(task, self.limits):
             try:
                 item: Row = annotate_extractive(trace)
-            except (TraceFailed, ValueError) as exc:
+            except ValueError as exc:  # pydantic's ValidationError included
                 item = Quarantined(trace.id, "extractive_failed", str(exc).splitlines()[0], trace)
             outcome = Outcome(item, Spend())
             tally.add(outcome, threshold=0)
