@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from openmementos.llm import ChatCompleter
 
 EXTRACTIVE = "extractive"
+BATCH_WINDOW = 20_000
 
 
 def annotate(
@@ -198,8 +199,8 @@ def _run_llm(
     tasks, selection, limits, total = _inputs(in_dir, out_dir, shard, limit)
     live = LiveStatus(total)
     # Traces in flight: enough to keep `concurrency` requests busy despite in-order output; a batch
-    # run puts a whole shard into one batch per recipe step.
-    window = 1_000_000 if batch else concurrency * 4
+    # run puts up to BATCH_WINDOW traces of a shard into one batch per recipe step.
+    window = BATCH_WINDOW if batch else concurrency * 4
     try:
         with LLMShards(out_dir, settings, open_engine, live, window=window, limits=limits) as process:
             stage = Stage(
