@@ -192,8 +192,8 @@ def _plot_title(path: str) -> str:
 
 def _recipe(inputs: CardInputs) -> str:
     lines = []
-    if inputs.source_datasets:
-        lines.append("- **Source traces:** " + ", ".join(f"`{s}`" for s in inputs.source_datasets))
+    if source := _source_line(inputs):
+        lines.append(f"- **Source traces:** {source}")
     provenance = inputs.stats.provenance
     if provenance:
         lines += [
@@ -223,6 +223,20 @@ def _recipe(inputs: CardInputs) -> str:
     if inputs.lineage:
         lines += ["", _lineage_table(inputs.lineage)]
     return "\n".join(lines)
+
+
+def _source_line(inputs: CardInputs) -> str | None:
+    """Where the traces came from: what the `download` stage read, else the declared source datasets."""
+    for record in inputs.lineage:
+        source = record.options.get("input")
+        if record.stage != "download" or not isinstance(source, dict):
+            continue
+        if source.get("kind") == "hub":
+            return f"`{source.get('dataset')}` (split `{source.get('split')}`, commit `{source.get('commit')}`)"
+        if source.get("kind") == "sample":
+            return "the sample of reasoning traces embedded in `openmementos` (written for the project)"
+        return f"local files ({len(source.get('files') or [])} files)"
+    return ", ".join(f"`{s}`" for s in inputs.source_datasets) or None
 
 
 def _counts(counts: dict[Any, int]) -> str:

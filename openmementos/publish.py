@@ -29,6 +29,7 @@ from pathlib import Path
 from openmementos.card import CONFIG_FOLDERS, DEFAULT_TAGS, CardInputs, ConfigInfo, StageRecord, render_card
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
 from openmementos.shards import MANIFEST, ShardWriter, data_files, iter_records, read_manifest
+from openmementos.stats import BATCH as STATS_BATCH
 from openmementos.stats import StatsCollector
 from openmementos.validate import STAGE as VALIDATE_STAGE
 from openmementos.validate import build_report
@@ -161,6 +162,7 @@ def _write_configs(
         (folder / name).mkdir(parents=True, exist_ok=True)
     written = 0
     writers: dict[str, ShardWriter] = {}
+    pending: list[AnnotatedTrace] = []  # counted for the statistics a batch at a time
     try:
         for trace in traces:
             if written % rows_per_shard == 0:
@@ -171,11 +173,16 @@ def _write_configs(
                     name: ShardWriter(folder / shard_path(name, index, n_shards), model)
                     for name, model in PUBLIC_CONFIGS.items()
                 }
-            writers["default"].write(trace.to_default_row())
-            writers["full"].write(trace.to_full_row())
-            collector.add_trace(trace)
+            full = trace.to_full_row()  # `default` holds a subset of its columns: render the response once
+            for name, model in PUBLIC_CONFIGS.items():
+                writers[name].write(full.model_dump(include=set(model.model_fields)))
+            pending.append(trace)
+            if len(pending) == STATS_BATCH:
+                collector.add_traces(pending)
+                pending = []
             written += 1
             advance()
+        collector.add_traces(pending)
     except BaseException:
         for writer in writers.values():
             writer.abort()

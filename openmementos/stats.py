@@ -17,6 +17,7 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from statistics import fmean
 
@@ -44,7 +45,8 @@ class PaperFigures(BaseModel):
 
 PAPER = PaperFigures()
 
-PLOTS = ("compression.png", "kv_ratio.png", "blocks.png")
+BATCH = 256
+"""Traces whose texts are counted in one tokenizer call."""
 
 
 # --------------------------------------------------------------------------- one trace
@@ -74,10 +76,9 @@ class TraceFigures:
         return [m / b for b, m in zip(self.block_tokens, self.memento_tokens, strict=True) if b]
 
 
-def _framing(problem: str, answer: str, tokenizer: str) -> tuple[int, int]:
-    """Tokens before the first block (problem, `<think>`) and after the last memento (`</think>`, answer)."""
-    prompt, answer_part = count_tokens([f"{problem}\n{THINK_OPEN}\n", f"{THINK_CLOSE}\n{answer}"], tokenizer)
-    return prompt, answer_part
+def _framing_texts(problem: str, answer: str) -> list[str]:
+    """What comes before the first block (problem, `<think>`) and after the last memento (`</think>`, answer)."""
+    return [f"{problem}\n{THINK_OPEN}\n", f"{THINK_CLOSE}\n{answer}"]
 
 
 def figures_from_texts(
@@ -91,57 +92,59 @@ def figures_from_texts(
     tokenizer: str = DEFAULT_ENCODING,
 ) -> TraceFigures:
     """Count a trace's pieces with `tokenizer` (tiktoken name or tokenizer.json path)."""
-    counts = count_tokens([*blocks, *mementos], tokenizer)
-    prompt, answer_tokens = _framing(problem, answer, tokenizer)
+    counts = count_tokens([*_framing_texts(problem, answer), *blocks, *mementos], tokenizer)
     return TraceFigures(
         domain=domain,
         source=source,
-        prompt_tokens=prompt,
-        block_tokens=tuple(counts[: len(blocks)]),
-        memento_tokens=tuple(counts[len(blocks) :]),
-        answer_tokens=answer_tokens,
+        prompt_tokens=counts[0],
+        block_tokens=tuple(counts[2 : 2 + len(blocks)]),
+        memento_tokens=tuple(counts[2 + len(blocks) :]),
+        answer_tokens=counts[1],
     )
 
 
-def figures_from_trace(trace: AnnotatedTrace, tokenizer: str | None = None) -> TraceFigures:
-    """Figures of an annotated trace: its recorded block/memento counts unless another tokenizer is asked."""
-    scores = tuple(review.final_score for review in trace.reviews if review.final_score is not None)
-    if tokenizer is not None and tokenizer != trace.tokenizer:
-        figures = figures_from_texts(
-            domain=trace.domain,
-            source=trace.source,
-            problem=trace.problem,
-            blocks=trace.block_texts(),
-            mementos=trace.mementos,
-            answer=trace.answer,
-            tokenizer=tokenizer,
+def _pieces(trace: AnnotatedTrace | FullRow) -> tuple[str, list[str], list[str], str]:
+    """Problem, block texts, mementos and answer of an annotated trace or a published `full` row."""
+    if isinstance(trace, AnnotatedTrace):
+        return trace.problem, trace.block_texts(), trace.mementos, trace.answer
+    blocks = ["".join(trace.sentences[first : last + 1]) for first, last in trace.blocks]
+    answer = trace.response.split(THINK_CLOSE, 1)[1].removeprefix("\n")
+    return trace.problem, blocks, trace.block_summaries, answer
+
+
+def figures_from_traces(traces: Sequence[AnnotatedTrace | FullRow], tokenizer: str | None = None) -> list[TraceFigures]:
+    """Figures of a batch of traces, with one tokenizer call per tokenizer for the whole batch.
+
+    Annotated traces keep their recorded block and memento counts unless `tokenizer` differs from
+    theirs; published rows are counted with `tokenizer` (default cl100k_base).
+    """
+    groups: dict[str, list[str]] = defaultdict(list)
+    plans = []
+    for trace in traces:
+        problem, blocks, mementos, answer = _pieces(trace)
+        recorded = isinstance(trace, AnnotatedTrace) and tokenizer in (None, trace.tokenizer)
+        name = trace.tokenizer if recorded else tokenizer or DEFAULT_ENCODING
+        texts = _framing_texts(problem, answer) + ([] if recorded else [*blocks, *mementos])
+        plans.append((name, len(groups[name]), len(texts), len(blocks)))
+        groups[name].extend(texts)
+    counts = {name: count_tokens(texts, name) for name, texts in groups.items()}
+    figures = []
+    for trace, (name, offset, size, n_blocks) in zip(traces, plans, strict=True):
+        mine = counts[name][offset : offset + size]
+        recounted = size > 2
+        reviews = trace.reviews if isinstance(trace, AnnotatedTrace) else []
+        figures.append(
+            TraceFigures(
+                domain=trace.domain,
+                source=trace.source,
+                prompt_tokens=mine[0],
+                block_tokens=tuple(mine[2 : 2 + n_blocks] if recounted else trace.block_tokens),
+                memento_tokens=tuple(mine[2 + n_blocks :] if recounted else trace.memento_tokens),
+                answer_tokens=mine[1],
+                judge_scores=tuple(r.final_score for r in reviews if r.final_score is not None),
+            )
         )
-        return TraceFigures(**{**vars(figures), "judge_scores": scores})
-    prompt, answer_tokens = _framing(trace.problem, trace.answer, trace.tokenizer)
-    return TraceFigures(
-        domain=trace.domain,
-        source=trace.source,
-        prompt_tokens=prompt,
-        block_tokens=tuple(trace.block_tokens),
-        memento_tokens=tuple(trace.memento_tokens),
-        answer_tokens=answer_tokens,
-        judge_scores=scores,
-    )
-
-
-def figures_from_full_row(row: FullRow, tokenizer: str = DEFAULT_ENCODING) -> TraceFigures:
-    """Figures of a published `full` row (blocks rebuilt from its sentences)."""
-    blocks = ["".join(row.sentences[first : last + 1]) for first, last in row.blocks]
-    answer = row.response.split(THINK_CLOSE, 1)[1].removeprefix("\n")
-    return figures_from_texts(
-        domain=row.domain,
-        source=row.source,
-        problem=row.problem,
-        blocks=blocks,
-        mementos=row.block_summaries,
-        answer=answer,
-        tokenizer=tokenizer,
-    )
+    return figures
 
 
 # --------------------------------------------------------------------------- summaries
@@ -276,9 +279,15 @@ class StatsCollector:
         self._rounds: Counter[int] = Counter()
         self._usage = Counter()
 
-    def add_trace(self, trace: AnnotatedTrace, tokenizer: str | None = None) -> None:
-        """Add an annotated trace: its figures and its provenance."""
-        self.add(figures_from_trace(trace, tokenizer))
+    def add_traces(self, traces: Sequence[AnnotatedTrace | FullRow], tokenizer: str | None = None) -> None:
+        """Add a batch of traces (see `figures_from_traces`) and, for annotated ones, their provenance."""
+        for figures in figures_from_traces(traces, tokenizer):
+            self.add(figures)
+        for trace in traces:
+            if isinstance(trace, AnnotatedTrace):
+                self._add_provenance(trace)
+
+    def _add_provenance(self, trace: AnnotatedTrace) -> None:
         for name, value in (
             ("annotator_models", trace.annotator_model),
             ("prompt_versions", trace.prompt_version),
@@ -435,11 +444,8 @@ def collect(directory: Path, tokenizer: str | None = None, progress: bool = True
     if progress:
         traces = track(traces, total=count_traces(directory), description="stats", transient=True)
     collector = StatsCollector()
-    for trace in traces:
-        if isinstance(trace, AnnotatedTrace):
-            collector.add_trace(trace, tokenizer)
-        else:
-            collector.add(figures_from_full_row(trace, tokenizer or DEFAULT_ENCODING))
+    while batch := list(islice(traces, BATCH)):
+        collector.add_traces(batch, tokenizer)
     return collector
 
 

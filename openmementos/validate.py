@@ -276,7 +276,7 @@ def run_validate(in_dir: Path, out_dir: Path, rules: ValidationRules | None = No
         out_dir=out_dir,
         model=AnnotatedTrace,
         process=partial(validate_shard, rules=rules),
-        options={"in_dir": str(in_dir), **rules.model_dump()},
+        options={"in_dir": str(in_dir.resolve()), **rules.model_dump()},
         workers=workers,
         description="validate",
     )

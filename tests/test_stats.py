@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.kvsim import simulate_kv
-from openmementos.stats import PAPER, StatsCollector, TraceFigures, collect, comparison_rows, figures_from_trace
+from openmementos.stats import PAPER, StatsCollector, TraceFigures, collect, comparison_rows, figures_from_traces
 from openmementos.tokens import count_tokens
 
 
@@ -44,14 +44,14 @@ def test_summary_per_domain_and_overall():
 
 def test_kv_ratio_is_kvsim_of_the_recorded_token_counts():
     trace = make_trace(4, n_blocks=5)
-    got = figures_from_trace(trace)
+    (got,) = figures_from_traces([trace])
     assert got.block_tokens == tuple(trace.block_tokens) and got.memento_tokens == tuple(trace.memento_tokens)
     ratio = got.kv().ratio
     assert ratio == simulate_kv(got.prompt_tokens, trace.block_tokens, trace.memento_tokens, got.answer_tokens).ratio
     assert 2 < ratio < 5  # five equal blocks, mementos ~8% of a block
     trace = trace.model_copy(update={"block_tokens": [1] * 5})  # recorded counts are used as they are ...
-    assert figures_from_trace(trace).block_tokens == (1,) * 5
-    recounted = figures_from_trace(trace, "o200k_base")  # ... unless another tokenizer is asked for
+    assert figures_from_traces([trace])[0].block_tokens == (1,) * 5
+    (recounted,) = figures_from_traces([trace], "o200k_base")  # ... unless another tokenizer is asked for
     assert recounted.block_tokens == tuple(count_tokens(trace.block_texts(), "o200k_base"))
 
 
@@ -95,3 +95,16 @@ def test_cli_prints_kv_ratio_next_to_the_paper_and_json(tmp_path):
 
     missing = runner.invoke(app, ["stats", str(tmp_path)], env={"COLUMNS": "300"})
     assert missing.exit_code != 0 and "neither a stage folder" in missing.output
+
+
+def test_a_published_folder_gives_the_same_figures_as_its_validated_traces(tmp_path):
+    from openmementos.publish import publish
+    from openmementos.validate import run_validate
+
+    write_stage(tmp_path / "annotate", [make_trace(n, n_blocks=2 + n % 4) for n in range(8)])
+    run_validate(tmp_path / "annotate", tmp_path / "validate")
+    publish(tmp_path / "validate", to=tmp_path / "published")
+    validated = collect(tmp_path / "validate", progress=False).result()
+    published = collect(tmp_path / "published", progress=False).result()
+    assert published.provenance is None and validated.provenance is not None
+    assert published.domains == validated.domains  # recounted from the rows == as recorded by the stages
