@@ -44,5 +44,5 @@ def test_scores_are_half_points_in_range_and_deterministic() -> None:
     assert first == HeuristicScorer().score(sentences)
     assert len(first.scores) == len(sentences) - 1 == len(first.reasons)
     assert all(0 <= s <= 3 and (2 * s).is_integer() for s in first.scores)
-    assert first.fallback_windows == []
+    assert first.fallback_windows == 0
     assert HeuristicScorer().score(["Only one sentence."]).scores == []

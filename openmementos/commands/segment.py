@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -123,7 +124,7 @@ def segment(
         else:
             if not model:
                 raise typer.BadParameter("--scorer llm needs --model", param_hint="--model")
-            if second_window is not None and second_window == window:
+            if second_window is not None and math.gcd(window, second_window) != 1:
                 raise typer.BadParameter(
                     "use a window coprime to --window (e.g. 16 and 11)", param_hint="--second-window"
                 )
@@ -175,7 +176,7 @@ def _run_llm(
     concurrency: int,
     cache_dir: Path | None,
 ) -> None:
-    from openmementos.llm import LLMEngine, LLMSettings
+    from openmementos.llm import LLMEngine, LLMSettings, ResponseCache
     from openmementos.llm.cache import CACHE_FILENAME
     from openmementos.schema import SegmentedTrace
     from openmementos.segment.llm_scorer import LLMScorer, LLMShards
@@ -183,19 +184,23 @@ def _run_llm(
     from openmementos.shards import Stage
 
     llm = LLMSettings(base_urls=tuple(base_urls), api_key=api_key, concurrency=concurrency)
+    llm.key()  # a hosted endpoint without a key fails here, before any work
     cache_path = str((cache_dir or out_dir / ".llm") / CACHE_FILENAME)
+    ResponseCache(cache_path).close()  # create the folder and file up front (clear error if not writable)
     tasks, selection = _tasks(in_dir, shard)
-    with LLMShards(lambda: LLMEngine(llm, cache=cache_path), model, window, second_window, settings) as process:
-        stage = Stage(
-            name=STAGE,
-            out_dir=out_dir,
-            model=SegmentedTrace,
-            process=process,
-            options={**settings.options(), **LLMScorer.options(model, window, second_window)},
-            description=f"segment (llm {model})",
-        )
+    process = LLMShards(lambda: LLMEngine(llm, cache=cache_path), model, window, second_window, settings)
+    stage = Stage(
+        name=STAGE,
+        out_dir=out_dir,
+        model=SegmentedTrace,
+        process=process,
+        options={**settings.options(), **LLMScorer.options(model, window, second_window)},
+        description=f"segment (llm {model})",
+    )
+    try:
         manifest = stage.run(tasks, selection)
-        typer.echo(process.fallback_report())
+    finally:
+        typer.echo(process.tally.render())
     _report(manifest, out_dir)
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 MAX_SCORE = 3.0
@@ -46,11 +46,16 @@ MAX_SCORE = 3.0
 
 @dataclass(frozen=True)
 class BoundaryScores:
-    """One score (0-3, half points) and one reason per boundary; `fallback` counts LLM windows scored by rules."""
+    """One score (0-3, half points) and one reason per boundary.
+
+    For the LLM scorer: `windows` requests-worth of boundaries, of which `fallback_windows` were scored
+    by the heuristic because the LLM's answers stayed unusable.
+    """
 
     scores: list[float]
     reasons: list[str]
-    fallback_windows: list[int] = field(default_factory=list)
+    fallback_windows: int = 0
+    windows: int = 0
 
 
 class BoundaryScorer(Protocol):

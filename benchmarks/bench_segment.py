@@ -1,0 +1,212 @@
+"""Benchmark `openmementos segment`: ms per trace by phase, traces/s, peak RSS, against plain tokenization.
+
+Inputs:
+- the real OpenThoughts3 trace in ../shared/fixtures/ot3_example_trace.jsonl (skipped when absent);
+- a corpus of OpenThoughts-length traces (~40K characters): each joins the reasoning of 4 traces of the
+  embedded sample, picked and ordered by a seeded generator, so no two are alike.
+
+Printed, all measured in this run on this machine:
+- ms per trace for splitting, scoring (heuristic), token counting and partitioning, and the whole
+  `segment_trace`; the baseline is tiktoken encoding the same reasoning once (`encode_ordinary`), and
+  the ratio whole / baseline (target <= 5x);
+- traces/s of the `segment` command (a fresh process each) with --workers 1 and 2 on a 4-shard corpus;
+- peak RSS of that process for a small and a 4x larger corpus (it must stay flat: rows stream);
+- block statistics of the segmented embedded sample next to the published ones, without and with a cap.
+
+Run: .venv/bin/python benchmarks/bench_segment.py [--traces 1000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from openmementos.resources import sample_files
+from openmementos.schema import SourceTrace, TraceRejected
+from openmementos.segment.explain import BlockStatistics
+from openmementos.segment.partition import optimal_partition
+from openmementos.segment.scorers import HeuristicScorer
+from openmementos.segment.sentences import split_sentences
+from openmementos.segment.stage import SegmentSettings, segment_trace
+from openmementos.shards import ShardTask, Stage
+from openmementos.tokens import count_tokens, get_encoding
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
+TARGET_CHARS = 40_000
+
+
+def sample_traces() -> list[SourceTrace]:
+    traces = []
+    for file in sample_files():
+        for line in file.read_text().splitlines():
+            try:
+                traces.append(SourceTrace.from_openthoughts(json.loads(line)))
+            except TraceRejected:
+                continue
+    return traces
+
+
+def corpus(count: int, seed: int = 0) -> list[SourceTrace]:
+    """OpenThoughts-length traces: reasonings of sample traces joined until ~40K characters."""
+    sample = sample_traces()
+    rng = random.Random(seed)
+    traces = []
+    for number in range(count):
+        parts: list[str] = []
+        while sum(map(len, parts)) < TARGET_CHARS:
+            parts.append(rng.choice(sample).reasoning.strip())
+        first = sample[number % len(sample)]
+        traces.append(first.model_copy(update={"id": f"bench-{number:06d}", "reasoning": "\n\n".join(parts)}))
+    return traces
+
+
+def fixture_trace() -> SourceTrace | None:
+    if not FIXTURE.exists():
+        return None
+    row = json.loads(FIXTURE.read_text().splitlines()[0])
+    return SourceTrace.from_assistant_text(
+        row["cot"] + "\nanswer", id=row["task_id"], problem=row["problem"], domain=row["domain"], source=row["source"]
+    )
+
+
+# --------------------------------------------------------------------------- phases, in process
+
+
+def best_ms(work: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` runs (the machine is shared: the minimum is the least disturbed)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
+def phases(trace: SourceTrace, repeats: int) -> dict[str, float]:
+    text = trace.reasoning
+    encoding = get_encoding("cl100k_base")
+    scorer = HeuristicScorer()
+    settings = SegmentSettings()
+    spans = split_sentences(text)
+    sentences = [text[a:b] for a, b in spans]
+    scores = scorer.score(sentences).scores
+    sizes = count_tokens(sentences)
+    return {
+        "split": best_ms(lambda: split_sentences(text), repeats),
+        "score": best_ms(lambda: scorer.score(sentences), repeats),
+        "count": best_ms(lambda: count_tokens(sentences), repeats),
+        "partition": best_ms(lambda: optimal_partition(sizes, scores), repeats),
+        "whole": best_ms(lambda: segment_trace(trace, scorer, settings), repeats),
+        "encode": best_ms(lambda: encoding.encode_ordinary(text), repeats),
+        "sentences": len(spans),
+        "tokens": sum(sizes),
+    }
+
+
+def print_phases(title: str, rows: list[dict[str, float]]) -> None:
+    mean = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
+    print(
+        f"\n{title}: {len(rows)} trace(s), {mean['sentences']:.0f} sentences, {mean['tokens']:,.0f} tokens on average"
+    )
+    print("  ms per trace: " + ", ".join(f"{k} {mean[k]:.2f}" for k in ("split", "score", "count", "partition")))
+    print(
+        f"  whole segment {mean['whole']:.2f} ms vs tiktoken encode of the same text {mean['encode']:.2f} ms: "
+        f"ratio {mean['whole'] / mean['encode']:.2f}x (target <= 5x)"
+    )
+
+
+# --------------------------------------------------------------------------- the command, in a fresh process
+
+
+def write_input(traces: list[SourceTrace], directory: Path, shards: int = 4) -> Path:
+    chunks = [traces[i::shards] for i in range(shards)]
+    tasks = [ShardTask(i, f"part-{i:05d}", chunk) for i, chunk in enumerate(chunks)]
+    Stage("download", directory, SourceTrace, _emit, description="writing input").run(tasks)
+    return directory
+
+
+def _emit(task: ShardTask) -> object:
+    yield from task.source
+
+
+_CHILD = """
+import resource, sys, time
+from typer.testing import CliRunner
+from openmementos.cli import app
+args = sys.argv[1:]
+started = time.perf_counter()
+result = CliRunner().invoke(app, ["segment", *args])
+elapsed = time.perf_counter() - started
+assert result.exit_code == 0, result.output
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(elapsed, max(own, workers))
+"""
+
+
+def run_command(in_dir: Path, out_dir: Path, *options: str) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB, the largest process) of one `segment` run in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(in_dir), str(out_dir), *options], capture_output=True, text=True, check=True
+    )
+    seconds, rss_kib = done.stdout.split()[-2:]
+    return float(seconds), float(rss_kib) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--traces", type=int, default=1000, help="corpus size for traces/s (>= 1000)")
+    parser.add_argument("--phase-traces", type=int, default=100, help="corpus traces timed phase by phase")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-segment-"))
+
+    if (trace := fixture_trace()) is not None:
+        print_phases(f"fixture {trace.id}", [phases(trace, repeats=30)])
+    else:
+        print(f"(fixture {FIXTURE} absent: skipped)")
+
+    traces = corpus(args.traces)
+    print_phases(
+        f"corpus (~{TARGET_CHARS:,} characters each)", [phases(t, repeats=3) for t in traces[: args.phase_traces]]
+    )
+
+    big = write_input(traces, workdir / "in-big")
+    small = write_input(traces[: len(traces) // 4], workdir / "in-small")
+    print(f"\n`openmementos segment` on {len(traces):,} traces in 4 shards (fresh process per run):")
+    base_seconds = None
+    for workers in (1, 2):
+        seconds, rss = run_command(big, workdir / f"out-w{workers}", "--workers", str(workers))
+        base_seconds = base_seconds or seconds
+        print(
+            f"  --workers {workers}: {len(traces) / seconds:,.0f} traces/s ({seconds:.1f} s, "
+            f"speed-up {base_seconds / seconds:.2f}x), peak RSS {rss:,.0f} MiB"
+        )
+    seconds, rss_small = run_command(small, workdir / "out-small")
+    _, rss_big = run_command(big, workdir / "out-big")
+    print(
+        f"  peak RSS, --workers 1: {rss_small:,.0f} MiB for {len(traces) // 4:,} traces, "
+        f"{rss_big:,.0f} MiB for {len(traces):,} (x{rss_big / rss_small:.2f} for 4x the traces)"
+    )
+
+    sample_in = write_input(sample_traces(), workdir / "sample-in", shards=2)
+    print("\nblock statistics of the embedded sample:")
+    for label, options in (("objective only", ()), ("--max-block-tokens 1536", ("--max-block-tokens", "1536"))):
+        out = workdir / f"sample-{len(options)}"
+        run_command(sample_in, out, *options)
+        stats = BlockStatistics.of_directory(out)
+        assert stats is not None
+        print(f"  {label}: {stats.render()}")
+    print(f"\n(work files in {workdir})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""The `llm` boundary scorer: an LLM scores windows of boundaries through the shared engine.
+
+A trace's n - 1 boundaries are cut into windows of `window` boundaries (16 by default); each window is
+one request showing its sentences with the boundaries marked, answered with strict JSON
+`{"scores": [...]}`: exactly one integer 0-3 per boundary. An answer with the wrong count, values out of
+range or no JSON is re-asked once (in the same conversation, saying what was wrong). A window that
+still fails, or that the server refuses, takes the heuristic scores for its boundaries: it is counted
+(`BoundaryScores.fallback_windows`, the row's `scorer` string, the run summary) and never padded with
+zeros.
+
+With `second_window` (coprime to the first, e.g. 11) every boundary is scored twice, in differently
+cut windows, and the two scores are averaged and rounded to the nearest half point (halves round up).
+
+Sentences longer than `MAX_SENTENCE_CHARS` are shown with their middle elided: a boundary is judged by
+how one sentence ends and the next begins. The instructions are `prompts/boundary_scores.md`; its text
+and the framing below are hashed into the scorer's name, recorded in every row.
+
+`LLMShards` runs the scorer on shards: traces are read in chunks, each chunk scored concurrently on an
+event loop (the engine bounds the requests in flight and caches every answer, so a rerun pays nothing
+twice), then cut into blocks in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, MalformedAnswer, RequestRejected, extract_json
+from openmementos.resources import content_hash, read_prompt
+from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
+from openmementos.segment.scorers import BoundaryScores, HeuristicScorer
+from openmementos.segment.sentences import Span
+from openmementos.segment.stage import SegmentSettings, assemble, sentences_of
+from openmementos.shards import Quarantined, ShardTask, iter_records
+
+MAX_SENTENCE_CHARS = 1_200
+WINDOW_USER = "Score the {count} marked boundaries, B{first} to B{last}.\n\n{body}"
+BOUNDARY = "\n<<B{id}>>\n"
+SENTENCE = "[S{id}] {text}"
+ELISION = " [... {count} characters omitted ...] "
+REASK_USER = (
+    "That answer cannot be used: {problem}. Answer again with JSON only: "
+    '{{"scores": [...]}} with exactly {count} integers from 0 to 3, for B{first} to B{last} in order.'
+)
+
+
+@cache
+def prompt_version() -> str:
+    """Content hash of the instructions and every template around the data."""
+    return content_hash(read_prompt("boundary_scores.md"), WINDOW_USER, BOUNDARY, SENTENCE, ELISION, REASK_USER)
+
+
+def windows(boundaries: int, size: int) -> list[range]:
+    """Consecutive boundary ranges of `size` (the last may be shorter)."""
+    return [range(start, min(start + size, boundaries)) for start in range(0, boundaries, size)]
+
+
+def _shown(text: str) -> str:
+    text = text.strip()
+    if len(text) <= MAX_SENTENCE_CHARS:
+        return text
+    half = MAX_SENTENCE_CHARS // 2
+    return text[:half] + ELISION.format(count=len(text) - 2 * half) + text[-half:]
+
+
+def window_messages(sentences: Sequence[str], boundaries: range) -> list[dict[str, str]]:
+    """The conversation that asks for one window: instructions, then the sentences with the marks."""
+    first, last = boundaries.start, boundaries.stop - 1
+    parts = [SENTENCE.format(id=first, text=_shown(sentences[first]))]
+    for boundary in boundaries:
+        parts.append(BOUNDARY.format(id=boundary))
+        parts.append(SENTENCE.format(id=boundary + 1, text=_shown(sentences[boundary + 1])))
+    user = WINDOW_USER.format(count=len(boundaries), first=first, last=last, body="".join(parts))
+    return [{"role": "system", "content": read_prompt("boundary_scores.md")}, {"role": "user", "content": user}]
+
+
+def scores_schema(count: int) -> dict[str, Any]:
+    scores = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 3}}
+    scores.update(minItems=count, maxItems=count)
+    return {
+        "type": "object",
+        "properties": {"scores": scores},
+        "required": ["scores"],
+        "additionalProperties": False,
+    }
+
+
+def parse_scores(text: str, count: int) -> list[int]:
+    """Exactly `count` integer scores 0-3 from an answer; ValueError saying what is wrong otherwise."""
+    try:
+        value = extract_json(text)
+    except MalformedAnswer:
+        raise ValueError("it is not JSON") from None
+    scores = value.get("scores") if isinstance(value, dict) else value
+    if not isinstance(scores, list):
+        raise ValueError('it has no "scores" list')
+    if len(scores) != count:
+        raise ValueError(f"it has {len(scores)} scores for {count} boundaries")
+    for score in scores:
+        if isinstance(score, bool) or not isinstance(score, int | float) or score not in (0, 1, 2, 3):
+            raise ValueError(f"{score!r} is not an integer from 0 to 3")
+    return [int(score) for score in scores]
+
+
+def to_half_points(value: float) -> float:
+    """The nearest multiple of 0.5 (halves round up): 2.25 -> 2.5, 1.75 -> 2.0."""
+    return math.floor(value * 2 + 0.5) / 2
+
+
+@dataclass
+class ScoringTally:
+    """What the LLM scorer did, for the run summary."""
+
+    traces: int = 0
+    windows: int = 0
+    reasked: int = 0
+    fallback_windows: int = 0
+    traces_with_fallback: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    refusals: list[str] = field(default_factory=list)
+
+    def add_result(self, result: ChatResult) -> None:
+        self.requests += 1
+        if not result.cached:
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
+            self.cost_usd += result.cost_usd
+
+    def render(self) -> str:
+        return (
+            f"LLM scoring: {self.windows:,} windows for {self.traces:,} traces, {self.reasked:,} re-asked, "
+            f"{self.fallback_windows:,} fell back to the heuristic ({self.traces_with_fallback:,} traces); "
+            f"{self.requests:,} answers, {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion "
+            f"tokens paid, ${self.cost_usd:.4f}"
+        )
+
+
+class LLMScorer:
+    """Scores boundaries with an LLM through `engine` (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: ChatCompleter,
+        model: str,
+        window: int = 16,
+        second_window: int | None = None,
+        tally: ScoringTally | None = None,
+    ) -> None:
+        if window < 2 or (second_window is not None and (second_window < 2 or math.gcd(window, second_window) != 1)):
+            raise ValueError(f"windows must be >= 2 and coprime, got {window} and {second_window}")
+        self.engine = engine
+        self.model = model
+        self.window = window
+        self.second_window = second_window
+        self.tally = tally or ScoringTally()
+        self.heuristic = HeuristicScorer()
+
+    @property
+    def name(self) -> str:
+        return self.name_of(self.model, self.window, self.second_window)
+
+    @staticmethod
+    def name_of(model: str, window: int, second_window: int | None) -> str:
+        sizes = f"{window}+{second_window}" if second_window else str(window)
+        return f"llm:{model}:w{sizes}:p{prompt_version()}"
+
+    @staticmethod
+    def options(model: str, window: int, second_window: int | None) -> dict[str, Any]:
+        """What the scores depend on (recorded in the manifest; a resume must match it)."""
+        return {
+            "scorer": "llm",
+            "model": model,
+            "window": window,
+            "second_window": second_window,
+            "prompt_version": prompt_version(),
+        }
+
+    async def score(self, sentences: Sequence[str], problem: str = "") -> BoundaryScores:
+        fallback = self.heuristic.score(sentences)
+        count = len(sentences) - 1
+        sizes = [self.window] + ([self.second_window] if self.second_window else [])
+        passes = await asyncio.gather(*(self._pass(sentences, size, fallback) for size in sizes))
+        scores, reasons = [], []
+        for boundary in range(count):
+            values = [scores_of_pass[boundary] for scores_of_pass, _, _ in passes]
+            from_rules = [fell_back[boundary] for _, fell_back, _ in passes]
+            scores.append(to_half_points(sum(values) / len(values)))
+            reasons.append(f"heuristic:{fallback.reasons[boundary]}" if all(from_rules) else "llm")
+        failed = sum(failures for _, _, failures in passes)
+        self.tally.traces += 1
+        self.tally.traces_with_fallback += failed > 0
+        windows_total = sum(len(windows(count, size)) for size in sizes)
+        return BoundaryScores(scores, reasons, fallback_windows=failed, windows=windows_total)
+
+    async def _pass(
+        self, sentences: Sequence[str], size: int, fallback: BoundaryScores
+    ) -> tuple[list[float], list[bool], int]:
+        """One pass: scores per boundary, whether each came from the heuristic, and the failed windows."""
+        ranges = windows(len(sentences) - 1, size)
+        answers = await asyncio.gather(*(self._window(sentences, boundaries) for boundaries in ranges))
+        scores: list[float] = []
+        fell_back: list[bool] = []
+        for boundaries, answer in zip(ranges, answers, strict=True):
+            if answer is None:
+                scores.extend(fallback.scores[b] for b in boundaries)
+                fell_back.extend([True] * len(boundaries))
+            else:
+                scores.extend(float(s) for s in answer)
+                fell_back.extend([False] * len(boundaries))
+        return scores, fell_back, answers.count(None)
+
+    async def _window(self, sentences: Sequence[str], boundaries: range) -> list[int] | None:
+        """The scores of one window, re-asked once; None when the answer stays unusable or is refused."""
+        self.tally.windows += 1
+        count, first, last = len(boundaries), boundaries.start, boundaries.stop - 1
+        messages = window_messages(sentences, boundaries)
+        for attempt in range(2):
+            request = ChatRequest(
+                model=self.model,
+                messages=messages,
+                temperature=0.0,
+                max_tokens=16 + 4 * count,
+                json_schema=scores_schema(count),
+            )
+            try:
+                result = await self.engine.complete(request)
+            except RequestRejected as refused:
+                self.tally.refusals.append(str(refused))
+                break
+            self.tally.add_result(result)
+            try:
+                return parse_scores(result.text, count)
+            except ValueError as problem:
+                if attempt == 0:
+                    self.tally.reasked += 1
+                    reask = REASK_USER.format(problem=problem, count=count, first=first, last=last)
+                    messages = [
+                        *messages,
+                        {"role": "assistant", "content": result.text},
+                        {"role": "user", "content": reask},
+                    ]
+        self.tally.fallback_windows += 1
+        return None
+
+
+class LLMShards:
+    """The shard processor of the LLM scorer (runs in the main process; concurrency comes from asyncio).
+
+    `open_engine` makes a fresh engine for each chunk of traces (each chunk runs on its own event loop).
+    """
+
+    def __init__(
+        self,
+        open_engine: Callable[[], ChatCompleter],
+        model: str,
+        window: int,
+        second_window: int | None,
+        settings: SegmentSettings,
+        chunk: int = 256,
+    ) -> None:
+        self.open_engine = open_engine
+        self.model = model
+        self.window = window
+        self.second_window = second_window
+        self.settings = settings
+        self.chunk = chunk
+        self.tally = ScoringTally()
+
+    def __call__(self, task: ShardTask[Path]) -> Iterator[SegmentedTrace | Quarantined]:
+        traces = iter_records(task.source, SourceTrace)
+        for chunk in iter(lambda: list(itertools.islice(traces, self.chunk)), []):
+            splits = [_split(trace) for trace in chunk]
+            scored = asyncio.run(self._score(splits))
+            for trace, split, scores in zip(chunk, splits, scored, strict=True):
+                try:
+                    if isinstance(split, TraceRejected):
+                        raise split
+                    assert scores is not None
+                    yield assemble(trace, *split, scores, self.label(scores), self.settings)
+                except TraceRejected as rejected:
+                    yield Quarantined(trace.id, rejected.reason, rejected.detail, trace)
+
+    def label(self, scores: BoundaryScores) -> str:
+        """The row's `scorer`: the LLM scorer's name, plus how many windows the heuristic scored."""
+        name = LLMScorer.name_of(self.model, self.window, self.second_window)
+        return (
+            f"{name};heuristic_windows={scores.fallback_windows}/{scores.windows}" if scores.fallback_windows else name
+        )
+
+    async def _score(self, splits: list[Split | TraceRejected]) -> list[BoundaryScores | None]:
+        engine = self.open_engine()
+        scorer = LLMScorer(engine, self.model, self.window, self.second_window, self.tally)
+
+        async def one(split: Split | TraceRejected) -> BoundaryScores | None:
+            return None if isinstance(split, TraceRejected) else await scorer.score(split[1])
+
+        try:
+            return list(await asyncio.gather(*(one(split) for split in splits)))
+        finally:
+            await engine.close()
+
+
+Split = tuple[list[Span], list[str]]
+
+
+def _split(trace: SourceTrace) -> Split | TraceRejected:
+    try:
+        return sentences_of(trace)
+    except TraceRejected as rejected:
+        return rejected
