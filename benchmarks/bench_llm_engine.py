@@ -1,9 +1,12 @@
-"""Throughput of the LLM engine against the loopback OpenAI stand-in (in its own process).
+"""Throughput of the LLM engine against the loopback OpenAI stand-in (running in its own process).
 
-Prints achieved requests/s against the ideal (concurrency / latency) for a cold run (every request
-goes to the server, answers are written to the response cache) and for a warm rerun (every answer
-comes from the cache), plus the same cold workload through the openai client's stock httpx
-transport for comparison. Target: cold ratio >= 0.9 at 200 ms latency and concurrency 256.
+Prints achieved requests/s against the ideal (concurrency / latency) for
+  * a cold run: every request goes to the server through the real openai client and is written to the
+    response cache (target: ratio >= 0.9 at 200 ms latency and concurrency 256, on 2 cores);
+  * a warm rerun of the same requests: every answer comes from the cache, nothing is sent;
+  * the cold run again through the openai client's stock httpx transport, for comparison.
+It also prints the CPU time per request of the client and of the stand-in, and the machine's load:
+the client is one Python process, so its CPU time per request bounds the achievable rate.
 
     .venv/bin/python benchmarks/bench_llm_engine.py [--requests 4096] [--concurrency 256] [--latency 0.2]
 """
@@ -12,36 +15,53 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
 
-from openmementos.llm import ChatRequest, LLMEngine, LLMSettings, ResponseCache
-from openmementos.llm import transport as transport_module
+from openmementos.llm import ChatRequest, EngineStats, LLMEngine, LLMSettings, PriceTable, ResponseCache
 from openmementos.testing.openai_standin import Faults, OpenAIStandIn
 
+PRICES = PriceTable({"bench-model": (0.0, 0.0), "warmup": (0.0, 0.0)})
 
-def _requests(count: int) -> list[ChatRequest]:
+
+@dataclasses.dataclass
+class Run:
+    rate: float
+    client_cpu_ms: float
+    server_cpu_ms: float
+    stats: EngineStats
+
+
+def _requests(count: int, model: str = "bench-model") -> list[ChatRequest]:
     return [
-        ChatRequest(model="bench-model", messages=[{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}])
+        ChatRequest(model=model, messages=[{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}])
         for i in range(count)
     ]
 
 
-async def _drive(settings: LLMSettings, cache_path: Path, requests: list[ChatRequest]) -> tuple[float, dict]:
+def _process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drive(settings: LLMSettings, cache_path: Path, requests: list[ChatRequest], server_pid: int) -> Run:
     with ResponseCache(cache_path) as cache:
-        async with LLMEngine(settings, cache=cache) as engine:
-            # One warm-up wave opens the connections; it is not timed (its answers are discarded).
-            warmup = [
-                ChatRequest(model="warmup", messages=[{"role": "user", "content": str(i)}])
-                for i in range(settings.concurrency)
-            ]
-            await asyncio.gather(*(engine.complete(r) for r in warmup))
-            start = time.perf_counter()
+        async with LLMEngine(settings, cache=cache, prices=PRICES) as engine:
+            # An untimed wave first opens the connections (its answers go to the cache too).
+            await asyncio.gather(*(engine.complete(r) for r in _requests(settings.concurrency, "warmup")))
+            server_cpu, client_cpu, start = _process_cpu_s(server_pid), time.process_time(), time.perf_counter()
             results = await asyncio.gather(*(engine.complete(r) for r in requests))
             elapsed = time.perf_counter() - start
             assert len(results) == len(requests)
-            return len(requests) / elapsed, engine.stats.to_dict()
+            return Run(
+                rate=len(requests) / elapsed,
+                client_cpu_ms=(time.process_time() - client_cpu) / len(requests) * 1000,
+                server_cpu_ms=(_process_cpu_s(server_pid) - server_cpu) / len(requests) * 1000,
+                stats=engine.stats,
+            )
 
 
 def main() -> None:
@@ -53,19 +73,28 @@ def main() -> None:
     ideal = args.concurrency / args.latency
     requests = _requests(args.requests)
     print(f"{args.requests} requests, concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms")
-    print(f"ideal (concurrency / latency): {ideal:,.0f} req/s")
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (other processes compete for the CPU)")
+    print(f"ideal (concurrency / latency): {ideal:,.0f} req/s\n")
+
+    def show(label: str, run: Run, note: str = "") -> None:
+        print(
+            f"{label:<34} {run.rate:>7,.0f} req/s  ratio {run.rate / ideal:.3f}  "
+            f"cpu/request client {run.client_cpu_ms:.3f} ms, stand-in {run.server_cpu_ms:.3f} ms  {note}"
+        )
+
     with OpenAIStandIn(Faults(latency_s=args.latency), process=True) as server, tempfile.TemporaryDirectory() as tmp:
+        assert server.pid is not None
         settings = LLMSettings(base_urls=(server.base_url,), api_key="bench-key", concurrency=args.concurrency)
         cache_path = Path(tmp) / "llm_cache.sqlite"
-        cold, _ = asyncio.run(_drive(settings, cache_path, requests))
-        print(f"cold (sent to the server, cached): {cold:,.0f} req/s   ratio {cold / ideal:.3f}   (target >= 0.9)")
-        warm, warm_stats = asyncio.run(_drive(settings, cache_path, requests))
-        assert warm_stats["sent"] == args.concurrency, "a warm rerun must not send the cached requests again"
-        print(f"warm (all from the cache):         {warm:,.0f} req/s   ratio {warm / ideal:.3f}")
-        transport_module.uses_keepalive_transport = lambda _url: False  # the openai client's stock transport
-        stock, _ = asyncio.run(_drive(settings, Path(tmp) / "stock.sqlite", requests))
-        print(f"cold, stock httpx transport:       {stock:,.0f} req/s   ratio {stock / ideal:.3f}   (for comparison)")
-        print(f"server saw {server.stats().routes['POST /v1/chat/completions']:,} chat requests")
+        cold = asyncio.run(_drive(settings, cache_path, requests, server.pid))
+        assert cold.stats.sent == args.requests + args.concurrency and cold.stats.failed == 0
+        show("cold (sent, answers cached)", cold, "(target ratio >= 0.9)")
+        warm = asyncio.run(_drive(settings, cache_path, requests, server.pid))
+        assert warm.stats.sent == 0, "a warm rerun must not send cached requests again"
+        show("warm (all from the cache)", warm)
+        stock_settings = dataclasses.replace(settings, fast_http=False)
+        stock = asyncio.run(_drive(stock_settings, Path(tmp) / "stock.sqlite", requests, server.pid))
+        show("cold, openai's stock transport", stock, "(for comparison)")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from pathlib import Path
 
 import openai
 
 from openmementos.llm.cache import CachedAnswer, ResponseCache
-from openmementos.llm.completer import CachingCompleter, answer_from_body
+from openmementos.llm.completer import CachingCompleter, EngineStats, answer_from_body
 from openmementos.llm.limits import PauseGate, RateLimiter, exhausted_quota_seconds, retry_after_seconds
 from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def make_openai_client(base_url: str, api_key: str, settings: LLMSettings) -> openai.AsyncOpenAI:
     """An ``AsyncOpenAI`` for one endpoint, with the client's own retries disabled."""
-    http_client = make_http_client(base_url, max_connections=settings.concurrency, timeout_s=settings.timeout_s)
+    http_client = make_http_client(
+        base_url, max_connections=settings.concurrency, timeout_s=settings.timeout_s, keepalive=settings.fast_http
+    )
     return openai.AsyncOpenAI(
         base_url=base_url, api_key=api_key, max_retries=0, timeout=settings.timeout_s, http_client=http_client
     )
@@ -40,7 +43,7 @@ def make_openai_client(base_url: str, api_key: str, settings: LLMSettings) -> op
 class _Endpoint:
     """One base URL: its client, its load, its server-ordered pause, and what it turned out to reject."""
 
-    def __init__(self, base_url: str, api_key: str, settings: LLMSettings) -> None:
+    def __init__(self, base_url: str, api_key: str, settings: LLMSettings, stats: EngineStats) -> None:
         self.name = display_url(base_url)
         self.client = make_openai_client(base_url, api_key, settings)
         self.gate = PauseGate(max_pause_s=settings.backoff_max_s)
@@ -48,6 +51,7 @@ class _Endpoint:
         self.structured_output = True
         self.max_tokens_field = "max_tokens"
         self._settings = settings
+        self._stats = stats
         self._connection_failures = 0
 
     async def send(self, request: ChatRequest) -> CachedAnswer:
@@ -55,6 +59,7 @@ class _Endpoint:
         while True:
             body = request.body(structured=self.structured_output, max_tokens_field=self.max_tokens_field)
             self.in_flight += 1
+            self._stats.sent += 1
             try:
                 async with asyncio.timeout(self._settings.timeout_s):
                     response = await self.client.post("/chat/completions", body=body, cast_to=httpx.Response)
@@ -65,6 +70,8 @@ class _Endpoint:
             except openai.APIStatusError as exc:
                 self._observe_refusal(exc)
                 raise
+            except openai.APITimeoutError:
+                raise  # one slow answer says nothing about the endpoint
             except openai.APIConnectionError:
                 self._connection_failures += 1
                 backoff = self._settings.backoff_initial_s * 2 ** (self._connection_failures - 1)
@@ -111,7 +118,7 @@ class LLMEngine(CachingCompleter):
         self,
         settings: LLMSettings | None = None,
         *,
-        cache: ResponseCache | str | None = None,
+        cache: ResponseCache | str | Path | None = None,
         prices: PriceTable | None = None,
     ) -> None:
         self.settings = settings or LLMSettings()
@@ -119,7 +126,7 @@ class LLMEngine(CachingCompleter):
         endpoints = self.settings.endpoints()
         super().__init__(cache, prices)
         self._secrets = (api_key,)
-        self._endpoints = [_Endpoint(url, api_key, self.settings) for url in endpoints]
+        self._endpoints = [_Endpoint(url, api_key, self.settings, self.stats) for url in endpoints]
         self._rotation = itertools.count()
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._limiter = RateLimiter(self.settings.rpm, self.settings.tpm)
@@ -151,7 +158,6 @@ class LLMEngine(CachingCompleter):
             endpoint = await self._choose_endpoint()
             if self._limiter.enabled:
                 await self._limiter.acquire(request.estimated_tokens())
-            self.stats.sent += 1
             return await endpoint.send(request)
 
     async def _choose_endpoint(self) -> _Endpoint:
@@ -159,12 +165,13 @@ class LLMEngine(CachingCompleter):
         if len(self._endpoints) == 1:
             await self._endpoints[0].gate.wait()
             return self._endpoints[0]
+        count = len(self._endpoints)
         while True:
-            ready = [endpoint for endpoint in self._endpoints if endpoint.gate.remaining() == 0]
+            turn = next(self._rotation)
+            ready = [i for i, endpoint in enumerate(self._endpoints) if endpoint.gate.remaining() == 0]
             if ready:
-                turn = next(self._rotation)
-                count = len(self._endpoints)
-                return min(ready, key=lambda e: (e.in_flight, (self._endpoints.index(e) - turn) % count))
+                best = min(ready, key=lambda i: (self._endpoints[i].in_flight, (i - turn) % count))
+                return self._endpoints[best]
             await asyncio.sleep(min(endpoint.gate.remaining() for endpoint in self._endpoints))
 
     async def _close_transport(self) -> None:

@@ -34,12 +34,19 @@ class LLMSettings:
     max_attempts: int = 6
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
+    fast_http: bool = True
+    """Use the lean keep-alive transport for plain-http endpoints (see :mod:`openmementos.llm.transport`)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        for name in ("rpm", "tpm"):
+            if (value := getattr(self, name)) is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {value}")
+        if self.timeout_s <= 0:
+            raise ConfigurationError(f"timeout_s must be positive, got {self.timeout_s}")
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_initial_s, self.backoff_max_s)

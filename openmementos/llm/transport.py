@@ -37,9 +37,12 @@ def uses_keepalive_transport(base_url: str) -> bool:
     return bool(urllib.request.proxy_bypass_environment(parts.hostname or "", proxies))
 
 
-def make_http_client(base_url: str, *, max_connections: int, timeout_s: float) -> httpx.AsyncClient:
-    """The httpx client for one endpoint (see the module docstring for the choice of transport)."""
-    if uses_keepalive_transport(base_url):
+def make_http_client(
+    base_url: str, *, max_connections: int, timeout_s: float, keepalive: bool = True
+) -> httpx.AsyncClient:
+    """The httpx client for one endpoint (see the module docstring for the choice of transport);
+    ``keepalive=False`` always uses httpx's own transport."""
+    if keepalive and uses_keepalive_transport(base_url):
         return httpx.AsyncClient(transport=KeepAliveTransport(), timeout=timeout_s, trust_env=False)
     from openai import DefaultAsyncHttpxClient
 

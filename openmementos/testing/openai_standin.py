@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -601,6 +602,13 @@ class OpenAIStandIn:
     @property
     def base_url(self) -> str:
         return f"http://{self._host}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (this process for the thread mode), None before start."""
+        if self._proc is not None:
+            return self._proc.pid
+        return os.getpid() if self._thread is not None else None
 
     def start(self) -> OpenAIStandIn:
         if self._process:
