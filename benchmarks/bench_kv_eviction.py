@@ -39,13 +39,14 @@ def load_rows(data: Path | None, limit: int) -> tuple[list[dict], str]:
         import datasets
 
         rows = datasets.load_dataset(str(folder), "default", split="train")
-        return [rows[i] for i in range(min(limit, len(rows)))], str(folder)
+        count = len(rows) if limit <= 0 else min(limit, len(rows))
+        return [rows[i] for i in range(count)], f"{folder} ({count} of {len(rows)} rows)"
     if data is not None:
         sys.exit(f"no published dataset at {data}")
     from tiny_model import memento_rows
 
     note = f"synthetic rows (no demo dataset at {folder}; run `make demo` first for real traces)"
-    return memento_rows(min(limit, 24), blocks_per_row=6), note
+    return memento_rows(24 if limit <= 0 else min(limit, 24), blocks_per_row=6), note
 
 
 def chunks_ending_at(ids: list[int], token: int, start: int) -> list[list[int]]:
@@ -59,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help=f"published dataset folder (default {DEFAULT_DATA})")
     parser.add_argument("--model", type=Path, help="prepared model folder (default: random-init tiny Llama)")
-    parser.add_argument("--limit", type=int, default=1000, help="rows to feed at most")
+    parser.add_argument("--limit", type=int, default=12, help="rows to feed at most (0: all; ~5 s per demo row)")
     parser.add_argument("--per-token", action="store_true", help="feed the response one token at a time")
     args = parser.parse_args()
 
