@@ -90,69 +90,69 @@ _MARKUP = re.compile(r"[\s>*#_`-]*")  # leading markdown to skip before matching
 
 @dataclass(frozen=True)
 class Cue:
+    """A phrase that opens a new phase of reasoning (matched case-insensitively after leading markup)."""
+
     name: str
     bonus: float
-    pattern: re.Pattern[str]
+    pattern: str
 
 
 CUES: tuple[Cue, ...] = (
     Cue(
         "new_approach",
         2.0,
-        re.compile(
+        (
             r"(?:alternatively|another (?:approach|way|idea|method|strategy|thought|possibility)|"
             r"(?:a )?different (?:approach|way|method|idea)|"
             r"(?:let me|let's|i(?:'ll| will)) (?:try|use|consider|take|think of) "
             r"(?:a different|another|a new|a better|a cleaner|a smarter)|(?:let me|let's) (?:start over|restart|"
             r"re-?approach|approach this|think differently|think about this differently|step back)|start(?:ing)? over|"
-            r"new approach|on second thought)",
-            re.IGNORECASE,
+            r"new approach|on second thought)"
         ),
     ),
     Cue(
         "conclusion",
         2.0,
-        re.compile(
+        (
             r"(?:(?:so|thus|therefore|hence),? (?:the )?(?:final )?answer|(?:the )?final answer|in conclusion|"
             r"to (?:summarize|sum up|conclude)|putting (?:it|this|everything) (?:all )?together|in summary|"
-            r"the answer (?:is|should be))",
-            re.IGNORECASE,
+            r"the answer (?:is|should be))"
         ),
     ),
-    Cue("heading", 2.0, re.compile(r"(?:#{1,6} |\*\*[^*\n]{1,80}\*\*\s*$)", re.MULTILINE)),
     Cue(
         "rethink",
         1.5,
-        re.compile(r"(?:wait|but wait|hold on|hmm+,? wait|oh wait|hang on)\b", re.IGNORECASE),
+        r"(?:wait|but wait|hold on|hmm+,? wait|oh wait|hang on)\b",
     ),
     Cue(
         "verify",
         1.5,
-        re.compile(
+        (
             r"(?:(?:let me|let's|let us|i(?:'ll| should| need to)|now,? let me|now,? let's) (?:also )?(?:check|verify|"
             r"double[- ]?check|confirm|re-?check|test|validate|sanity[- ]check|plug)|(?:to|just to) (?:verify|check|"
-            r"confirm|double[- ]check)|checking|verification|double[- ]checking|sanity check)",
-            re.IGNORECASE,
+            r"confirm|double[- ]check)|checking|verification|double[- ]checking|sanity check)"
         ),
     ),
     Cue(
         "new_step",
         1.5,
-        re.compile(
+        (
             r"(?:now\b|next\b|first(?:ly)?,|second(?:ly)?,|third(?:ly)?,|finally,|lastly,|case \d|case [ivx]+\b|"
-            r"sub-?case|step \d|part \(?[a-z0-9]\)?[:.]|moving on|let's move on|on to)",
-            re.IGNORECASE,
+            r"sub-?case|step \d|part \(?[a-z0-9]\)?[:.]|moving on|let's move on|on to)"
         ),
     ),
     Cue(
         "new_thought",
         0.5,
-        re.compile(
-            r"(?:hmm+|okay|ok\b|alright|all right|let me|let's|let us|maybe|perhaps|actually|but\b|however|also\b)",
-            re.IGNORECASE,
-        ),
+        (r"(?:hmm+|okay|ok\b|alright|all right|let me|let's|let us|maybe|perhaps|actually|but\b|however|also\b)"),
     ),
 )
+
+# All cues in one alternation, strongest first: the first alternative that matches names the cue.
+_CUE_SCANNER = re.compile("|".join(f"(?P<{cue.name}>{cue.pattern})" for cue in CUES), re.IGNORECASE)
+_BONUS = {cue.name: cue.bonus for cue in CUES}
+HEADING = Cue("heading", 2.0, r"(?:#{1,6} |\*\*[^*\n]{1,80}\*\*\s*$)")
+_HEADING = re.compile(HEADING.pattern, re.MULTILINE)
 
 _BASES = {"blank_line": 1.0, "line_break": 0.5, "inline": 0.0}
 
@@ -175,9 +175,9 @@ def hard_zero(previous: str, following: str) -> str | None:
         return "after_colon"
     if _CONTINUATION.match(after):
         return "continuation"
-    if _ASSUMPTION.search(before) and _REFUTATION.match(after):
+    if _REFUTATION.match(after) and _ASSUMPTION.search(before):
         return "refutation"
-    if _TRACE_STEP.match(before) and _TRACE_STEP.match(after):
+    if _TRACE_STEP.match(after) and _TRACE_STEP.match(before):
         return "trace_step"
     return None
 
@@ -187,20 +187,18 @@ def heuristic_score(previous: str, following: str) -> tuple[float, str]:
     if zero := hard_zero(previous, following):
         return 0.0, zero
     gap = _gap(previous)
-    base = _BASES[gap]
-    text_start = len(following) - len(following.lstrip())
-    words_start = _MARKUP.match(following).end()  # type: ignore[union-attr]
-    reason, bonus = gap, 0.0
-    if _is_code(following) and not _is_code(previous):
-        reason, bonus = f"{gap}+code_starts", 1.5
-    elif previous.rstrip().endswith(("```", "~~~")) and not _is_code(following):
-        reason, bonus = f"{gap}+code_ends", 1.0
-    for cue in CUES:
-        position = text_start if cue.name == "heading" else words_start
-        if cue.bonus > bonus and cue.pattern.match(following, position):
-            reason, bonus = f"{gap}+{cue.name}", cue.bonus
-            break
-    return min(base + bonus, MAX_SCORE), reason
+    cue, bonus = None, 0.0
+    if _is_code(following):
+        if not _is_code(previous):
+            cue, bonus = "code_starts", 1.5
+    elif previous.rstrip().endswith(("```", "~~~")):
+        cue, bonus = "code_ends", 1.0
+    words = _CUE_SCANNER.match(following, _MARKUP.match(following).end())  # type: ignore[union-attr]
+    if words is not None and _BONUS[words.lastgroup] > bonus:  # type: ignore[index]
+        cue, bonus = words.lastgroup, _BONUS[words.lastgroup]  # type: ignore[index]
+    if bonus < HEADING.bonus and _HEADING.match(following, len(following) - len(following.lstrip())):
+        cue, bonus = HEADING.name, HEADING.bonus
+    return min(_BASES[gap] + bonus, MAX_SCORE), f"{gap}+{cue}" if cue else gap
 
 
 class HeuristicScorer:
