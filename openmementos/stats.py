@@ -125,21 +125,20 @@ def figures_from_traces(traces: Sequence[AnnotatedTrace | FullRow], tokenizer: s
         recorded = isinstance(trace, AnnotatedTrace) and tokenizer in (None, trace.tokenizer)
         name = trace.tokenizer if recorded else tokenizer or DEFAULT_ENCODING
         texts = _framing_texts(problem, answer) + ([] if recorded else [*blocks, *mementos])
-        plans.append((name, len(groups[name]), len(texts), len(blocks)))
+        plans.append((name, len(groups[name]), len(texts), len(blocks), recorded))
         groups[name].extend(texts)
     counts = {name: count_tokens(texts, name) for name, texts in groups.items()}
     figures = []
-    for trace, (name, offset, size, n_blocks) in zip(traces, plans, strict=True):
+    for trace, (name, offset, size, n_blocks, recorded) in zip(traces, plans, strict=True):
         mine = counts[name][offset : offset + size]
-        recounted = size > 2
         reviews = trace.reviews if isinstance(trace, AnnotatedTrace) else []
         figures.append(
             TraceFigures(
                 domain=trace.domain,
                 source=trace.source,
                 prompt_tokens=mine[0],
-                block_tokens=tuple(mine[2 : 2 + n_blocks] if recounted else trace.block_tokens),
-                memento_tokens=tuple(mine[2 + n_blocks :] if recounted else trace.memento_tokens),
+                block_tokens=tuple(trace.block_tokens if recorded else mine[2 : 2 + n_blocks]),
+                memento_tokens=tuple(trace.memento_tokens if recorded else mine[2 + n_blocks :]),
                 answer_tokens=mine[1],
                 judge_scores=tuple(r.final_score for r in reviews if r.final_score is not None),
             )

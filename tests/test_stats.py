@@ -11,7 +11,15 @@ from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.kvsim import simulate_kv
-from openmementos.stats import PAPER, StatsCollector, TraceFigures, collect, comparison_rows, figures_from_traces
+from openmementos.stats import (
+    PAPER,
+    StatsCollector,
+    TraceFigures,
+    collect,
+    comparison_rows,
+    figures_from_texts,
+    figures_from_traces,
+)
 from openmementos.tokens import count_tokens
 
 
@@ -53,6 +61,16 @@ def test_kv_ratio_is_kvsim_of_the_recorded_token_counts():
     assert figures_from_traces([trace])[0].block_tokens == (1,) * 5
     (recounted,) = figures_from_traces([trace], "o200k_base")  # ... unless another tokenizer is asked for
     assert recounted.block_tokens == tuple(count_tokens(trace.block_texts(), "o200k_base"))
+    alone = figures_from_texts(
+        domain=trace.domain,
+        source=trace.source,
+        problem=trace.problem,
+        blocks=trace.block_texts(),
+        mementos=trace.mementos,
+        answer=trace.answer,
+        tokenizer="o200k_base",
+    )
+    assert alone == recounted  # the single-trace helper (used by the KV benchmark) counts the same way
 
 
 def test_collect_a_stage_folder_with_provenance_plots_and_table(tmp_path):
