@@ -29,6 +29,7 @@ from openmementos.shards import (
     ShardSelection,
     ShardTask,
     Stage,
+    StageError,
     input_shards,
     iter_rows,
     read_quarantine,
@@ -265,6 +266,8 @@ def find_duplicates(paths: Sequence[Path]) -> dict[Path, frozenset[int]]:
 def run_validate(in_dir: Path, out_dir: Path, rules: ValidationRules | None = None, workers: int = 1) -> Manifest:
     """Validate every trace of a finished annotate folder into `out_dir` (resumable per shard)."""
     rules = rules or ValidationRules()
+    if out_dir.resolve() == in_dir.resolve():
+        raise StageError(f"write the validated traces to a new folder, not into {in_dir} itself")
     names, paths = input_shards(in_dir, ShardSelection())
     duplicates = find_duplicates(paths)
     tasks = [

@@ -166,3 +166,5 @@ def test_incomplete_input_is_refused(tmp_path):
     (in_dir / ".done" / "part-00001.json").unlink()
     with pytest.raises(StageError, match="incomplete"):
         run_validate(in_dir, tmp_path / "out")
+    with pytest.raises(StageError, match="new folder"):
+        run_validate(in_dir, in_dir)
