@@ -100,7 +100,7 @@ def test_an_item_failing_every_batch_raises_a_typed_error(tmp_path):
 
 def test_a_restarted_run_reattaches_to_its_open_batch(tmp_path):
     requests = questions(10)
-    with OpenAIStandIn(Faults(batch_delay_s=0.6)) as server:
+    with OpenAIStandIn(Faults(batch_delay_s=1.0)) as server:
 
         async def interrupted():
             async with _engine(server, tmp_path / "c.sqlite") as engine:

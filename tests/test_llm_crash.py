@@ -16,7 +16,7 @@ from llm_support import hash_of, questions
 from openmementos.llm import ResponseCache
 from openmementos.testing.openai_standin import Faults, OpenAIStandIn
 
-COUNT = 40
+COUNT = 60
 DRIVER = """
 import asyncio, sys
 from llm_support import complete_all, fast_settings, questions

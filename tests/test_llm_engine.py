@@ -304,8 +304,9 @@ def test_cancelling_keeps_finished_answers_and_stops_the_rest(tmp_path):
         async def interrupted():
             async with LLMEngine(fast_settings(server.base_url, concurrency=2), cache=tmp_path / "c.sqlite") as engine:
                 work = asyncio.ensure_future(complete_all(engine, requests))
-                await asyncio.sleep(0.45)  # the first two are answered, the next two are in flight
-                work.cancel()
+                while engine.stats.answered < 2:
+                    await asyncio.sleep(0.005)
+                work.cancel()  # the first two are answered, the next two are in flight
                 with pytest.raises(asyncio.CancelledError):
                     await work
                 return engine.stats
