@@ -289,10 +289,10 @@ def _limitations(inputs: CardInputs) -> str:
     items = []
     if "extractive" in models:
         items.append(
-            "Mementos marked `extractive` were written by the offline extractive annotator: it selects "
-            "equations, values and conclusions from each block without an LLM. They show the format and "
-            "exercise the pipeline, but they copy more than they compress: do not train a model you care "
-            "about on them."
+            "Mementos marked `extractive` were written by the offline extractive annotator: it picks "
+            "equations, values and conclusions out of each block without an LLM. They are copied sentences, "
+            "not written summaries: they show the format and exercise the pipeline, but do not train a "
+            "model you care about on them."
         )
     llms = [m for m in models if m != "extractive"]
     if llms:
@@ -307,9 +307,12 @@ def _limitations(inputs: CardInputs) -> str:
         "checks that a trace's final answer is correct.",
         "Token figures are counted with the tokenizer named above; your model's tokenizer gives other counts, "
         "and the peak-KV ratio is a simulation from those counts, not a measurement.",
-        f"Traces that failed validation are left out ({inputs.validation.quarantined:,} here), so the domain "
-        "mix can differ slightly from the source's.",
     ]
+    if inputs.validation.quarantined:
+        items.append(
+            f"The {inputs.validation.quarantined:,} traces that failed validation are left out, so the domain "
+            "mix can differ slightly from the source's."
+        )
     return "\n".join(f"- {item}" for item in items)
 
 

@@ -15,6 +15,7 @@ A pipeline file names a working folder and the options of each stage it runs::
 Stages always run in the order download -> segment -> annotate -> validate -> stats -> publish (any may
 be left out). Each writes to `<workdir>/<stage>` and reads the folder of the stage before it; `in_dir`
 and `out_dir` override that (the first stage of a pipeline without `download` needs `in_dir`).
+Relative paths are relative to the folder you run from, as on the command line.
 
 A stage's options are exactly its command's options, with dashes as underscores (`min_block_tokens`,
 `lambda`, `no_judge`), so `openmementos <stage> --help` documents them. They are validated against
