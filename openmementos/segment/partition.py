@@ -27,6 +27,7 @@ so every comparison is exact (float64 holds these integers exactly).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,11 +99,34 @@ def optimal_partition(
 
 
 def _solve(sizes: np.ndarray, half: np.ndarray, lam: float, min_tokens: int, cap: int) -> Partition | None:
-    """Seed with the exact best of one and two blocks, drop cut positions that cannot beat it, walk the hulls."""
-    n = len(sizes)
+    """Seed with a good feasible partition, then walk the hulls of the cut positions that can beat it."""
     prefix = np.concatenate(([0], np.cumsum(sizes)))
-    total = int(prefix[-1])
     seed = _best_of_one_or_two_blocks(prefix, half, lam, min_tokens, cap)
+    # With a cap, one or two blocks may be infeasible: then seed with the optimum over the strong cuts only.
+    # (Only the two ends of each K's hull there: a good seed is enough, the full walk below does the rest.)
+    for floor in (4, 2):
+        if seed is not None:
+            break
+        seed = _walk(prefix, half, lam, min_tokens, cap, None, floor, ends_only=True)
+    return _walk(prefix, half, lam, min_tokens, cap, seed, 0)
+
+
+def _walk(
+    prefix: np.ndarray,
+    half: np.ndarray,
+    lam: float,
+    min_tokens: int,
+    cap: int,
+    seed: Partition | None,
+    floor: int,
+    ends_only: bool = False,
+) -> Partition | None:
+    """The best partition whose cuts have >= `floor` half points, or `seed` if nothing beats it.
+
+    `ends_only`: stop after the two ends of every K's chain (a feasible, usually good, partition).
+    """
+    n = len(prefix) - 1
+    total = int(prefix[-1])
     bound = seed.objective if seed else -math.inf
     top_sums = np.concatenate(([0], np.cumsum(np.sort(half)[::-1])))
     k_min = max(1, -(-total // cap)) if cap > 0 else n + 1
@@ -117,10 +141,8 @@ def _solve(sizes: np.ndarray, half: np.ndarray, lam: float, min_tokens: int, cap
         if len(useful) == 0:
             return seed
         needed = 2 * (useful - 1) * bound - top_sums[np.minimum(useful - 2, len(top_sums) - 1)] - 1e-9
-        floor = max(int(np.floor(needed.min())) + 1, 0)
+        floor = max(int(np.floor(needed.min())) + 1, floor)
         ks = useful
-    else:
-        floor = 0
     positions = np.concatenate(([0], 1 + np.flatnonzero(half >= floor), [n]))
     solver = _Solver(
         prefix[positions],
@@ -134,7 +156,7 @@ def _solve(sizes: np.ndarray, half: np.ndarray, lam: float, min_tokens: int, cap
         top_sums,
     )
     solver.best, solver.best_value = seed, bound
-    return solver.solve()
+    return solver.solve(ends_only)
 
 
 def _best_of_one_or_two_blocks(
@@ -204,10 +226,17 @@ class _Solver:
         self.total = int(prefix[-1])
         self.k_min, self.k_max = k_min, k_max
         self.top_sums = top_sums  # sums of the best boundary scores overall, for the mean-cut bound
-        # squared[p, q]: squared size of the block from position q to p, +inf where that block is not allowed.
-        span = (prefix[:, None] - prefix[None, :]).astype(np.float64)
-        allowed = (span >= min_tokens) & (span <= cap) & (np.arange(m + 1)[:, None] > np.arange(m + 1)[None, :])
-        self.squared = np.where(allowed, span * span, np.inf)
+        # The previous cuts q allowed before position p form a window [first[p], last[p]] (block sizes within
+        # [min_tokens, cap]). band[p, j] = first[p] + j; squared[p, j] is the squared size of the block from
+        # band[p, j] to p, +inf outside the window. With a cap the window is narrow: levels cost O(m·width).
+        index = np.arange(m + 1)
+        first = np.searchsorted(prefix, prefix - cap, side="left")
+        last = np.minimum(np.searchsorted(prefix, prefix - min_tokens, side="right") - 1, index - 1)
+        width = max(int((last - first).max()) + 1, 1)
+        self.window_start = first
+        self.band = np.minimum(first[:, None] + np.arange(width)[None, :], m)
+        size = (prefix[:, None] - prefix[self.band]).astype(np.float64)
+        self.squared = np.where(self.band <= last[:, None], size * size, np.inf)
         self.best: Partition | None = None
         self.best_value = -math.inf
 
@@ -233,7 +262,7 @@ class _Solver:
         """
         n, cut, squared = self.m, self.cut, self.squared
         gain = cut * float(weight_h)
-        value = -float(weight_q) * squared[:, 0]
+        value = -float(weight_q) * np.where(self.band[:, 0] == 0, squared[:, 0], np.inf)
         h_sum = np.zeros(n + 1, dtype=np.int64)
         back: list[np.ndarray] = [np.zeros(n + 1, dtype=np.int64)]
         found: dict[int, tuple[_Point, list[np.ndarray]]] = {}
@@ -246,23 +275,26 @@ class _Solver:
                 found[k] = (_Point(h, q, slope), back)
 
         record(1)
+        rows = np.arange(n + 1)
         for k in range(2, k_last + 1):
             reachable = np.flatnonzero(np.isfinite(value[:n]))
             if len(reachable) == 0:
                 break
-            lo, hi = int(reachable[0]), int(reachable[-1]) + 1  # previous cuts q in [lo, hi)
-            start = lo + 1  # positions p in [start, n]
-            candidates = squared[start:, lo:hi] * -float(weight_q)
-            candidates += (value[lo:hi] + gain[lo:hi])[None, :]
+            # Positions p whose window of previous cuts meets the reachable ones: [start, stop).
+            start = int(reachable[0]) + 1
+            stop = int(np.searchsorted(self.window_start, reachable[-1], side="right"))
+            band = self.band[start:stop]
+            candidates = squared[start:stop] * -float(weight_q)
+            candidates += (value + gain)[band]
             pick = np.argmax(candidates, axis=1)
-            best = candidates[np.arange(n + 1 - start), pick]
-            chosen = pick + lo
+            best = candidates[rows[: stop - start], pick]
+            chosen = band[rows[: stop - start], pick]
             value = np.full(n + 1, -np.inf)
-            value[start:] = best
+            value[start:stop] = best
             pointer = np.zeros(n + 1, dtype=np.int64)
-            pointer[start:] = chosen
+            pointer[start:stop] = chosen
             new_h = np.zeros(n + 1, dtype=np.int64)
-            new_h[start:] = h_sum[chosen] + cut[chosen]
+            new_h[start:stop] = h_sum[chosen] + cut[chosen]
             h_sum = new_h
             back = [*back, pointer]
             record(k)
@@ -306,10 +338,13 @@ class _Solver:
         # The corner lies where K·Q < T², which no partition reaches; J <= H / (2(K-1)) bounds the rest.
         return max(ends, max(h, a.h, b.h) / (2 * (k - 1)))
 
-    def solve(self) -> Partition | None:
+    def solve(self, ends_only: bool = False) -> Partition | None:
         if self.k_min > self.k_max:
             return None
-        k_last = self.k_max
+        hopeful = [k for k in range(self.k_min, self.k_max + 1) if not self.hopeless(k)]
+        if not hopeful:
+            return self.best
+        k_last = hopeful[-1]
         chains: dict[int, _Chain] = {}
         # The two ends of every chain: least Q (ties: most H), then most H (ties: least Q).
         h_weight = int(self.total) ** 2 + 1
@@ -322,13 +357,13 @@ class _Solver:
                     chain.points.append(point)
                     chain.points.sort(key=lambda p: p.q)
                 self.consider(k, point, back)
-        while True:
-            gap = self.most_promising_gap(chains)
-            if gap is None:
+        while not ends_only:
+            gaps = self.open_gaps(chains)
+            if not gaps:
                 break
-            k, a, b = gap
+            _, k, a, b = max(gaps, key=lambda gap: gap[0])
             slope = (b.h - a.h, b.q - a.q)  # probe the chord's slope: maximise ΔQ·H - ΔH·Q
-            k_last = max(k for k in chains if not self.hopeless(k))
+            k_last = max(gap[1] for gap in gaps)  # no need to go beyond the last K that can still win
             for kk, (point, back) in self.probe(*slope, k_last).items():
                 if kk in chains:
                     self.consider(kk, point, back)
@@ -348,15 +383,16 @@ class _Solver:
             if point.q in (a.q, b.q):
                 return
 
-    def most_promising_gap(self, chains: dict[int, _Chain]) -> tuple[int, _Point, _Point] | None:
-        best_gap, best_bound = None, self.best_value
+    def open_gaps(self, chains: dict[int, _Chain]) -> list[tuple[float, int, _Point, _Point]]:
+        """(bound, K, a, b) for every unsettled gap of a chain that might still hide a better partition."""
+        gaps = []
         for k, chain in chains.items():
             if self.hopeless(k):
                 continue
-            for a, b in zip(chain.points, chain.points[1:], strict=False):
+            for a, b in itertools.pairwise(chain.points):
                 if (a.q, b.q) in chain.settled or b.h <= a.h:
                     continue
                 bound = self.corner_bound(k, a, b)
-                if bound > best_bound:
-                    best_gap, best_bound = (k, a, b), bound
-        return best_gap
+                if bound > self.best_value:
+                    gaps.append((bound, k, a, b))
+        return gaps
