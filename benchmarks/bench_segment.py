@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ from openmementos.tokens import count_tokens, get_encoding
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 TARGET_CHARS = 40_000
+CAP = 1536
 
 
 def sample_traces() -> list[SourceTrace]:
@@ -104,6 +106,7 @@ def phases(trace: SourceTrace, repeats: int) -> dict[str, float]:
         "score": best_ms(lambda: scorer.score(sentences), repeats),
         "count": best_ms(lambda: count_tokens(sentences), repeats),
         "partition": best_ms(lambda: optimal_partition(sizes, scores), repeats),
+        "partition_capped": best_ms(lambda: optimal_partition(sizes, scores, max_tokens=CAP), repeats),
         "whole": best_ms(lambda: segment_trace(trace, scorer, settings), repeats),
         "encode": best_ms(lambda: encoding.encode_ordinary(text), repeats),
         "sentences": len(spans),
@@ -117,6 +120,7 @@ def print_phases(title: str, rows: list[dict[str, float]]) -> None:
         f"\n{title}: {len(rows)} trace(s), {mean['sentences']:.0f} sentences, {mean['tokens']:,.0f} tokens on average"
     )
     print("  ms per trace: " + ", ".join(f"{k} {mean[k]:.2f}" for k in ("split", "score", "count", "partition")))
+    print(f"  (partition with --max-block-tokens {CAP}: {mean['partition_capped']:.2f} ms)")
     print(
         f"  whole segment {mean['whole']:.2f} ms vs tiktoken encode of the same text {mean['encode']:.2f} ms: "
         f"ratio {mean['whole'] / mean['encode']:.2f}x (target <= 5x)"
@@ -168,6 +172,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-segment-"))
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} (other work on the machine slows every figure)")
 
     if (trace := fixture_trace()) is not None:
         print_phases(f"fixture {trace.id}", [phases(trace, repeats=30)])
@@ -199,7 +205,7 @@ def main() -> None:
 
     sample_in = write_input(sample_traces(), workdir / "sample-in", shards=2)
     print("\nblock statistics of the embedded sample:")
-    for label, options in (("objective only", ()), ("--max-block-tokens 1536", ("--max-block-tokens", "1536"))):
+    for label, options in (("objective only", ()), (f"--max-block-tokens {CAP}", ("--max-block-tokens", str(CAP)))):
         out = workdir / f"sample-{len(options)}"
         run_command(sample_in, out, *options)
         stats = BlockStatistics.of_directory(out)

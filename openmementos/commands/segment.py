@@ -26,7 +26,7 @@ def segment(
         Path,
         typer.Argument(
             help="Output folder of `download` (SourceTrace shards). With --explain: a `segment` output folder, "
-            "or a `download` folder to segment that one trace on the fly with the options given."
+            "or a `download` folder to segment that one trace on the fly (heuristic scorer, the options given)."
         ),
     ],
     out_dir: Annotated[
