@@ -1,19 +1,24 @@
 """The vLLM backend (restart variant) on the tiny model. Runs in the separate venv: `make test-vllm`."""
 
+import atexit
+import importlib.util
 import os
+import shutil
 import tempfile
 
 import pytest
 
+pytestmark = pytest.mark.vllm
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip("vLLM is not installed (run `make test-vllm`)", allow_module_level=True)
+
 # vLLM reads its settings at import; keep its caches out of the home folder and start it fast on CPU.
 _CACHE = tempfile.mkdtemp(prefix="openmementos-vllm-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("VLLM_CACHE_ROOT", _CACHE)
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_CACHE, "inductor"))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-pytestmark = pytest.mark.vllm
-pytest.importorskip("vllm", reason="vLLM is not installed (run `make test-vllm`)")
 
 import json  # noqa: E402
 
