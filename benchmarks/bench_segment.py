@@ -10,7 +10,8 @@ Printed, all measured in this run on this machine:
   `segment_trace`; the baseline is tiktoken encoding the same reasoning once (`encode_ordinary`), and
   the ratio whole / baseline (target <= 5x);
 - traces/s of the `segment` command (a fresh process each) with --workers 1 and 2 on a 4-shard corpus;
-- peak RSS of that process for a small and a 4x larger corpus (it must stay flat: rows stream);
+- peak RSS of that process for one shard and for four shards of the same size (it must stay flat: rows
+  stream; memory is bounded by the shard writer's row group, 1,000 rows, not by the number of traces);
 - block statistics of the segmented embedded sample next to the published ones, without and with a cap.
 
 Run: .venv/bin/python benchmarks/bench_segment.py [--traces 1000] [--workdir DIR]
@@ -186,31 +187,39 @@ def main() -> None:
     )
 
     big = write_input(traces, workdir / "in-big")
-    small = write_input(traces[: len(traces) // 4], workdir / "in-small")
+    # Same shard size as the big input (a quarter of it in one shard): peak RSS must not grow with the count.
+    small = write_input(traces[: len(traces) // 4], workdir / "in-small", shards=1)
     print(f"\n`openmementos segment` on {len(traces):,} traces in 4 shards (fresh process per run):")
     base_seconds = None
+    rss_big = 0.0
     for workers in (1, 2):
         seconds, rss = run_command(big, workdir / f"out-w{workers}", "--workers", str(workers))
         base_seconds = base_seconds or seconds
+        rss_big = rss_big or rss
         print(
             f"  --workers {workers}: {len(traces) / seconds:,.0f} traces/s ({seconds:.1f} s, "
             f"speed-up {base_seconds / seconds:.2f}x), peak RSS {rss:,.0f} MiB"
         )
-    seconds, rss_small = run_command(small, workdir / "out-small")
-    _, rss_big = run_command(big, workdir / "out-big")
+    _, rss_small = run_command(small, workdir / "out-small")
     print(
         f"  peak RSS, --workers 1: {rss_small:,.0f} MiB for {len(traces) // 4:,} traces, "
         f"{rss_big:,.0f} MiB for {len(traces):,} (x{rss_big / rss_small:.2f} for 4x the traces)"
     )
 
+    print("\nblock statistics:")
+    run_command(small, workdir / "out-small-capped", "--max-block-tokens", str(CAP))
     sample_in = write_input(sample_traces(), workdir / "sample-in", shards=2)
-    print("\nblock statistics of the embedded sample:")
-    for label, options in (("objective only", ()), (f"--max-block-tokens {CAP}", ("--max-block-tokens", str(CAP)))):
-        out = workdir / f"sample-{len(options)}"
-        run_command(sample_in, out, *options)
+    run_command(sample_in, workdir / "sample")
+    run_command(sample_in, workdir / "sample-capped", "--max-block-tokens", str(CAP))
+    for label, out in (
+        (f"corpus, {len(traces):,} traces, objective only", workdir / "out-w1"),
+        (f"corpus, {len(traces) // 4:,} traces, --max-block-tokens {CAP}", workdir / "out-small-capped"),
+        ("embedded sample (short traces), objective only", workdir / "sample"),
+        (f"embedded sample, --max-block-tokens {CAP}", workdir / "sample-capped"),
+    ):
         stats = BlockStatistics.of_directory(out)
         assert stats is not None
-        print(f"  {label}: {stats.render()}")
+        print(f"  {label}:\n    {stats.render()}")
     print(f"\n(work files in {workdir})")
 
 
