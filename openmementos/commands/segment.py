@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -58,7 +59,10 @@ def segment(
         str,
         typer.Option(help="Token counts: a tiktoken encoding or a path to a tokenizer.json.", rich_help_panel=BLOCKS),
     ] = "cl100k_base",
-    workers: Annotated[int, typer.Option(min=1, help="Processes (one input shard each at a time).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes, one input shard each at a time. Default: CPU count, at most 8."),
+    ] = None,
     shard: Annotated[str | None, typer.Option(help="Process only shards I mod N of the input: I/N.")] = None,
     explain: Annotated[
         str | None,
@@ -120,7 +124,7 @@ def segment(
         if out_dir is None:
             raise typer.BadParameter("give OUT_DIR (or --explain TRACE_ID)", param_hint="OUT_DIR")
         if scorer is Scorer.heuristic:
-            _run_heuristic(in_dir, out_dir, settings, workers, shard)
+            _run_heuristic(in_dir, out_dir, settings, workers or min(8, os.cpu_count() or 1), shard)
         else:
             if not model:
                 raise typer.BadParameter("--scorer llm needs --model", param_hint="--model")
