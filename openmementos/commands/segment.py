@@ -61,7 +61,11 @@ def segment(
     ] = "cl100k_base",
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Processes, one input shard each at a time. Default: CPU count, at most 8."),
+        typer.Option(
+            min=1,
+            help="Processes, one input shard each at a time (heuristic scorer; the LLM scorer runs its requests "
+            "concurrently in one process). Default: CPU count, at most 8.",
+        ),
     ] = None,
     shard: Annotated[str | None, typer.Option(help="Process only shards I mod N of the input: I/N.")] = None,
     explain: Annotated[
