@@ -119,8 +119,11 @@ def test_beats_the_greedy_dp_where_it_is_myopic() -> None:
     assert result.blocks == [(0, 3), (4, 7), (8, 11)]
 
 
-@pytest.mark.parametrize(("seed", "low"), [(3, 300), (4, 150), (5, 120)])
-def test_large_instance_matches_an_exhaustive_score_dp(seed: int, low: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "low", "high"),
+    [(3, 300, None), (4, 150, None), (5, 120, None), (6, 150, 450), (7, 200, 700), (8, 100, 300)],
+)
+def test_large_instance_matches_an_exhaustive_score_dp(seed: int, low: int, high: int | None) -> None:
     """Check 60-sentence instances against the (K, half-point sum) DP, exact but slow, from the issue's hint."""
     rng = __import__("random").Random(seed)
     n = 60
@@ -131,14 +134,14 @@ def test_large_instance_matches_an_exhaustive_score_dp(seed: int, low: int) -> N
     total = prefix[-1]
     # least[k][end][h]: least sum of squared block sizes, k blocks over sentences [0, end), cut half points h.
     least: list[dict[int, dict[int, int]]] = [{}, {end: {0: prefix[end] ** 2} for end in range(1, n + 1)
-                                                   if prefix[end] >= low}]  # fmt: skip
-    best = 0.0 if total >= low else -math.inf
+                                                   if low <= prefix[end] <= (high or total)}]  # fmt: skip
+    best = 0.0 if low <= total <= (high or total) else -math.inf
     for k in range(2, total // low + 1):
         level: dict[int, dict[int, int]] = {}
         for start, by_score in least[k - 1].items():
             for end in range(start + 1, n + 1):
                 size = prefix[end] - prefix[start]
-                if size < low:
+                if size < low or (high is not None and size > high):
                     continue
                 for h, q in by_score.items():
                     h2 = h + half[start - 1]
@@ -148,8 +151,9 @@ def test_large_instance_matches_an_exhaustive_score_dp(seed: int, low: int) -> N
         least.append(level)
         for h, q in level.get(n, {}).items():
             best = max(best, h / (2 * (k - 1)) - 0.5 * math.sqrt(k * q - total * total) / total)
-    result = optimal_partition(sizes, scores, 0.5, low)
+    result = optimal_partition(sizes, scores, 0.5, low, high)
     assert math.isclose(result.objective, best, abs_tol=1e-9)
+    assert high is None or max(result.block_tokens) <= high
 
 
 def test_trace_shorter_than_one_block_is_one_block() -> None:
