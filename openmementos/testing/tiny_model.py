@@ -3,6 +3,8 @@
 Nothing is downloaded: the tokenizer is trained with `tokenizers` on a small built-in corpus, the
 model is created from a config. The tokenizer knows the ChatML markers but not the memento
 delimiters, exactly like a real base model before `openmementos sft --stage 1` prepares it.
+Importing this module is cheap; building the model or tokenizer needs the [train] extra (torch,
+transformers, tokenizers), imported inside the functions that use them.
 """
 
 from __future__ import annotations
