@@ -56,7 +56,8 @@ BATCH = 256
 class TraceFigures:
     """The token counts of one trace that every statistic is computed from.
 
-    `prompt_tokens` counts the problem and `<think>`, `answer_tokens` `</think>` and the answer;
+    `prompt_tokens` counts the problem and `<think>`, `answer_tokens` everything after the last
+    `<|summary_end|>` (newline, `</think>`, the answer), as `simulate_kv` expects;
     `judge_scores` holds the last judge score of each judged memento.
     """
 
@@ -77,8 +78,12 @@ class TraceFigures:
 
 
 def _framing_texts(problem: str, answer: str) -> list[str]:
-    """What comes before the first block (problem, `<think>`) and after the last memento (`</think>`, answer)."""
-    return [f"{problem}\n{THINK_OPEN}\n", f"{THINK_CLOSE}\n{answer}"]
+    """The texts of kvsim's `prompt_tokens` and `answer_tokens`, laid out as `render_response` does.
+
+    Before the first `<|block_start|>`: the problem and `<think>`. After the last `<|summary_end|>`:
+    the newline that closes the memento, `</think>` and the answer.
+    """
+    return [f"{problem}\n{THINK_OPEN}\n", f"\n{THINK_CLOSE}\n{answer}"]
 
 
 def figures_from_texts(

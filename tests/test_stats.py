@@ -10,6 +10,7 @@ from annotated_traces import make_trace, write_stage
 from typer.testing import CliRunner
 
 from openmementos.cli import app
+from openmementos.format import SUMMARY_END, render_response
 from openmementos.kvsim import simulate_kv
 from openmementos.stats import (
     PAPER,
@@ -71,6 +72,9 @@ def test_kv_ratio_is_kvsim_of_the_recorded_token_counts():
         tokenizer="o200k_base",
     )
     assert alone == recounted  # the single-trace helper (used by the KV benchmark) counts the same way
+    # kvsim's answer_tokens is everything after the last <|summary_end|> of the rendered response.
+    rendered = render_response(trace.block_texts(), trace.mementos, trace.answer)
+    assert alone.answer_tokens == count_tokens([rendered.rsplit(SUMMARY_END, 1)[1]], "o200k_base")[0]
 
 
 def test_collect_a_stage_folder_with_provenance_plots_and_table(tmp_path):
