@@ -4,6 +4,7 @@ stand-in running in its own process."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 
 import openai
@@ -28,6 +29,8 @@ RESPONSES = {
     "content-length": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION),
     "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(COMPLETION),
     "until-close": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + COMPLETION,
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(gzip.compress(COMPLETION)), gzip.compress(COMPLETION)),
 }
 
 

@@ -26,11 +26,23 @@ from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest
 from openmementos.llm.retry import as_llm_error, server_message
 from openmementos.llm.settings import LLMSettings, display_url
-from openmementos.llm.transport import httpx, make_http_client
+from openmementos.llm.transport import httpx, make_http_client, uses_keepalive_transport
 
 log = logging.getLogger(__name__)
 
 _GC_FIRST_THRESHOLD = 10_000
+_NO_TELEMETRY_HEADERS = {
+    name: openai.Omit()
+    for name in (
+        "X-Stainless-Lang",
+        "X-Stainless-Package-Version",
+        "X-Stainless-OS",
+        "X-Stainless-Arch",
+        "X-Stainless-Runtime",
+        "X-Stainless-Runtime-Version",
+        "X-Stainless-Async",
+    )
+}
 
 
 def relax_gc() -> None:
@@ -48,12 +60,23 @@ def relax_gc() -> None:
 
 
 def make_openai_client(base_url: str, api_key: str, settings: LLMSettings) -> openai.AsyncOpenAI:
-    """An ``AsyncOpenAI`` for one endpoint, with the client's own retries disabled."""
+    """An ``AsyncOpenAI`` for one endpoint, with the client's own retries disabled.
+
+    On the lean path (plain-http endpoints, see :mod:`openmementos.llm.transport`) the SDK's telemetry
+    headers (``X-Stainless-*``: OS, runtime, retry count, ...) are left out: a self-hosted server has no
+    use for them, and they are half the headers httpx would re-validate on every request.
+    """
+    lean = settings.fast_http and uses_keepalive_transport(base_url)
     http_client = make_http_client(
         base_url, max_connections=settings.concurrency, timeout_s=settings.timeout_s, keepalive=settings.fast_http
     )
     return openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key, max_retries=0, timeout=settings.timeout_s, http_client=http_client
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=settings.timeout_s,
+        http_client=http_client,
+        default_headers=_NO_TELEMETRY_HEADERS if lean else None,
     )
 
 
@@ -63,6 +86,7 @@ class _Endpoint:
     def __init__(self, base_url: str, api_key: str, settings: LLMSettings, stats: EngineStats) -> None:
         self.name = display_url(base_url)
         self.client = make_openai_client(base_url, api_key, settings)
+        self._url = f"{base_url}/chat/completions"  # absolute: the client then parses it once, not twice
         self.gate = PauseGate(max_pause_s=settings.backoff_max_s)
         self.in_flight = 0
         self.structured_output = True
@@ -79,7 +103,7 @@ class _Endpoint:
             self._stats.sent += 1
             try:
                 async with asyncio.timeout(self._settings.timeout_s):
-                    response = await self.client.post("/chat/completions", body=body, cast_to=httpx.Response)
+                    response = await self.client.post(self._url, body=body, cast_to=httpx.Response)
             except openai.BadRequestError as exc:
                 if self._adapt(request, exc):
                     continue

@@ -14,7 +14,10 @@ unchanged: it still builds the requests, sets the auth headers and maps statuses
 from __future__ import annotations
 
 import asyncio
+import datetime
+import time
 import urllib.request
+from typing import Any
 from urllib.parse import urlsplit
 
 try:  # openai >= 3 ships httpx's successor under the name httpx2; older releases use httpx
@@ -43,11 +46,40 @@ def make_http_client(
     """The httpx client for one endpoint (see the module docstring for the choice of transport);
     ``keepalive=False`` always uses httpx's own transport."""
     if keepalive and uses_keepalive_transport(base_url):
-        return httpx.AsyncClient(transport=KeepAliveTransport(), timeout=timeout_s, trust_env=False)
+        return LeanAsyncClient(timeout_s=timeout_s)
     from openai import DefaultAsyncHttpxClient
 
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s)
+
+
+class LeanAsyncClient(httpx.AsyncClient):
+    """An httpx client that hands each request straight to a :class:`KeepAliveTransport`.
+
+    API calls use none of httpx's machinery between client and transport (auth flows, redirects,
+    event hooks, the cookie jar); skipping it saves about a tenth of the CPU per request. A call that
+    brings its own auth flow takes httpx's full path.
+    """
+
+    def __init__(self, *, timeout_s: float) -> None:
+        self._keepalive = KeepAliveTransport()
+        super().__init__(transport=self._keepalive, timeout=timeout_s, trust_env=False)
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        if auth is not httpx.USE_CLIENT_DEFAULT and auth is not None:
+            return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        start = time.perf_counter()
+        response = await self._keepalive.handle_async_request(request)
+        response.request = request
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
+        return response
 
 
 class _Connection:
