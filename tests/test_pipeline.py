@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 from annotated_traces import make_trace, write_stage
 from typer.testing import CliRunner
 
@@ -151,33 +150,24 @@ print(json.dumps({c: [d.num_rows, d.features == features(PUBLIC_CONFIGS[c])] for
 """
 
 
-def test_demo_pipeline_end_to_end(tmp_path):
+def test_demo_pipeline_end_to_end(demo_run):
     """pipelines/demo.yaml, moved under tmp: resumes after a partial run, publishes a loadable dataset."""
-    spec = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
-    spec["workdir"] = str(tmp_path / "demo")
-    spec["stages"]["validate"]["report"] = str(tmp_path / "demo" / "report.json")
-    spec["stages"]["publish"]["to"] = str(tmp_path / "demo" / "published")
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    runner = CliRunner()
-
-    partial = runner.invoke(app, ["run", str(path), "--until", "segment"], env=WIDE)
-    assert partial.exit_code == 0, partial.output
-    assert not (tmp_path / "demo" / "annotate").exists()
-    done = runner.invoke(app, ["run", str(path)], env=WIDE)
+    assert demo_run.partial.exit_code == 0, demo_run.partial.output
+    assert "segment" in demo_run.folders_after_partial and "annotate" not in demo_run.folders_after_partial
+    done = demo_run.full
     assert done.exit_code == 0, done.output
     assert "== [6/6] publish" in done.output and "finished" in done.output
 
-    published = tmp_path / "demo" / "published"
+    published, workdir, runner = demo_run.published, demo_run.workdir, CliRunner()
     card = (published / "README.md").read_text()
     assert "## Statistics" in card and "peak-KV ratio (mean)" in card and "(2.5x)" in card
     assert "![kv ratio](plots/kv_ratio.png)" in card and (published / "plots" / "kv_ratio.png").stat().st_size > 1000
     assert "**Memento writer (annotator):** `extractive`" in card and "| `download` |" in card
-    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    report = json.loads(demo_run.report.read_text())
     traces = report["passed"]
-    assert traces >= 20 and report["traces"] == read_manifest(tmp_path / "demo" / "annotate").rows
+    assert traces >= 20 and report["traces"] == read_manifest(workdir / "annotate").rows
 
-    stats = runner.invoke(app, ["stats", str(tmp_path / "demo" / "validate")], env=WIDE)
+    stats = runner.invoke(app, ["stats", str(workdir / "validate")], env=WIDE)
     assert stats.exit_code == 0, stats.output
     assert "peak-KV ratio (mean)" in stats.output and "(2.5x)" in stats.output
     assert "the paper reports ~2.5x" in stats.output
@@ -191,7 +181,7 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert json.loads(shown.stdout.strip().splitlines()[-1]) == {"default": [traces, True], "full": [traces, True]}
 
     before = {p: p.stat().st_mtime_ns for p in published.rglob("*") if p.is_file()}
-    again = runner.invoke(app, ["run", str(path)], env=WIDE)
+    again = runner.invoke(app, ["run", str(demo_run.pipeline)], env=WIDE)
     assert again.exit_code == 0, again.output
     assert "already up to date" in again.output
     assert {p: p.stat().st_mtime_ns for p in published.rglob("*") if p.is_file()} == before
