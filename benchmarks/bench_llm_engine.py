@@ -8,7 +8,7 @@ Prints achieved requests/s against the ideal (concurrency / latency) for
 It also prints the CPU time per request of the client and of the stand-in, and the machine's load:
 the client is one Python process, so its CPU time per request bounds the achievable rate.
 
-    .venv/bin/python benchmarks/bench_llm_engine.py [--requests 4096] [--concurrency 256] [--latency 0.2]
+    .venv/bin/python benchmarks/bench_llm_engine.py [--requests 8192] [--concurrency 256] [--latency 0.2]
 """
 
 from __future__ import annotations
@@ -52,10 +52,20 @@ async def _drive(settings: LLMSettings, cache_path: Path, requests: list[ChatReq
         async with LLMEngine(settings, cache=cache, prices=PRICES) as engine:
             # An untimed wave first opens the connections (its answers go to the cache too).
             await asyncio.gather(*(engine.complete(r) for r in _requests(settings.concurrency, "warmup")))
+            # Callers keep twice `concurrency` requests outstanding, as the annotate stage's window does.
+            pending = iter(requests)
+            done = 0
+
+            async def caller() -> None:
+                nonlocal done
+                for request in pending:
+                    await engine.complete(request)
+                    done += 1
+
             server_cpu, client_cpu, start = _process_cpu_s(server_pid), time.process_time(), time.perf_counter()
-            results = await asyncio.gather(*(engine.complete(r) for r in requests))
+            await asyncio.gather(*(caller() for _ in range(2 * settings.concurrency)))
             elapsed = time.perf_counter() - start
-            assert len(results) == len(requests)
+            assert done == len(requests)
             return Run(
                 rate=len(requests) / elapsed,
                 client_cpu_ms=(time.process_time() - client_cpu) / len(requests) * 1000,
@@ -66,7 +76,7 @@ async def _drive(settings: LLMSettings, cache_path: Path, requests: list[ChatReq
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=4096)
+    parser.add_argument("--requests", type=int, default=8192)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.2, help="stand-in latency per request, seconds")
     args = parser.parse_args()

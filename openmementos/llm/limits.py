@@ -52,10 +52,11 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 def exhausted_quota_seconds(headers: Mapping[str, str]) -> float | None:
     """How long to hold all senders when ``x-ratelimit-remaining-{requests,tokens}`` reached 0."""
+    fields = {name.lower(): value for name, value in headers.items() if name[:12].lower() == "x-ratelimit-"}
     waits = []
     for kind in ("requests", "tokens"):
-        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        remaining = fields.get(f"x-ratelimit-remaining-{kind}")
+        reset = fields.get(f"x-ratelimit-reset-{kind}")
         if remaining is None or reset is None:
             continue
         try:

@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import importlib
 import json
@@ -689,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--faults", default="{}", help="the Faults plan as JSON")
     parser.add_argument("--responder", default=None, help='"package.module:function" giving the answers')
     args = parser.parse_args(argv)
+    gc.set_threshold(10_000, 10, 10)  # a busy stand-in should not pause for the collector
     server = _Server(Faults.from_json(args.faults), _load_responder(args.responder))
 
     def on_ready(port: int) -> None:
