@@ -1,1 +1,2 @@
-"""Loopback stand-ins for the Hugging Face Hub and OpenAI-compatible APIs, used by tests and benchmarks."""
+"""Test and benchmark support that ships with the package: loopback stand-ins for the Hugging Face Hub and
+OpenAI-compatible APIs, and a random-init tiny model with an offline-trained tokenizer."""
