@@ -1,17 +1,18 @@
 """The persistent response cache: every paid answer is stored once, before anyone sees it.
 
 One SQLite file in WAL mode, one row per request key (:meth:`ChatRequest.cache_key`) holding the answer
-text and its token usage. Each :meth:`ResponseCache.put` is its own committed transaction, so an
-answer survives a crash or ``kill -9`` of the process the moment ``put`` returns (``synchronous=NORMAL``:
-durable against process death; an OS crash may lose the last few answers). Several processes may share
-one file; the busy timeout makes them take turns. Requests, API keys and headers are never stored.
+text and its token usage. Each :meth:`ResponseCache.put` (or :meth:`~ResponseCache.put_many`) is one
+committed transaction, so an answer survives a crash or ``kill -9`` of the process the moment the call
+returns (``synchronous=NORMAL``: durable against process death; an OS crash may lose the last few
+answers). Several processes may share one file; the busy timeout makes them take turns. Requests, API
+keys and headers are never stored.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,19 +69,22 @@ class ResponseCache:
 
     def put(self, key: str, answer: CachedAnswer) -> None:
         """Store and commit ``answer``; the first answer stored under a key is the one kept."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                answer.text,
-                answer.prompt_tokens,
-                answer.completion_tokens,
-                answer.finish_reason,
-                answer.model,
-                int(answer.batch),
-                time.time(),
-            ),
-        )
+        self.put_many([(key, answer)])
+
+    def put_many(self, items: Iterable[tuple[str, CachedAnswer]]) -> None:
+        """Store and commit several answers in one transaction."""
+        now = time.time()
+        rows = [
+            (key, a.text, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.model, int(a.batch), now)
+            for key, a in items
+        ]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def __contains__(self, key: object) -> bool:
         return self._db.execute("SELECT 1 FROM answers WHERE key=?", (key,)).fetchone() is not None

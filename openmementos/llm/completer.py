@@ -102,6 +102,36 @@ def answer_from_body(body: bytes, *, model: str) -> CachedAnswer:
     return answer_from_completion(data, model=model)
 
 
+class _CommitGroup:
+    """Answers that arrive in the same turn of the event loop are committed in one transaction, before
+    any of their callers resumes: as safe as a commit per answer, at a fraction of its cost."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self._cache = cache
+        self._waiting: list[tuple[str, CachedAnswer, asyncio.Future[None]]] = []
+
+    async def put(self, key: str, answer: CachedAnswer) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._commit)
+        committed = loop.create_future()
+        self._waiting.append((key, answer, committed))
+        await committed
+
+    def _commit(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            self._cache.put_many((key, answer) for key, answer, _ in waiting)
+        except Exception as exc:
+            for _, _, committed in waiting:
+                if not committed.done():
+                    committed.set_exception(exc)
+            return
+        for _, _, committed in waiting:
+            if not committed.done():  # its caller may have been cancelled meanwhile; the answer is stored
+                committed.set_result(None)
+
+
 @dataclass
 class _Flight:
     task: asyncio.Task[tuple[CachedAnswer, int]]
@@ -121,6 +151,7 @@ class CachingCompleter:
         self.prices = prices or PriceTable()
         self.stats = EngineStats()
         self._flights: dict[str, _Flight] = {}
+        self._commits = _CommitGroup(self.cache) if self.cache is not None else None
 
     async def _fetch(self, request: ChatRequest) -> tuple[CachedAnswer, int]:
         """One fresh answer and the number of attempts it took."""
@@ -162,13 +193,18 @@ class CachingCompleter:
             raise
         finally:
             self.stats.in_flight -= 1
-        self.record(key, answer)
+        if self._commits is not None:
+            await self._commits.put(key, answer)
+        self._count_answer(answer)
         return answer, attempts
 
     def record(self, key: str, answer: CachedAnswer) -> None:
-        """Store a fresh answer (committed) and count what it cost."""
+        """Store a fresh answer (committed at once) and count what it cost."""
         if self.cache is not None:
             self.cache.put(key, answer)
+        self._count_answer(answer)
+
+    def _count_answer(self, answer: CachedAnswer) -> None:
         self.stats.answered += 1
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
