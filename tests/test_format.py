@@ -1,3 +1,4 @@
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -54,15 +55,20 @@ def test_other_tools_whitespace_layouts(sep):
     assert parse_response(text) == MementoResponse(["one", "two"], ["m", "n"], "The answer")
 
 
-def test_round_trip_of_a_file_of_rows(tmp_path):
-    """Every response of a file of rows parses, and re-rendering a canonical one is byte-identical."""
+def test_round_trip_of_every_published_demo_row(demo_dataset):
+    """Every `response` of the published demo file parses back to its blocks, mementos and answer, and
+    re-rendering the parsed response is byte-identical."""
     rows = [
-        render_response([f"block {i}.{j}\n" for j in range(i + 1)], [f"m{j}" for j in range(i + 1)], f"ans {i}")
-        for i in range(5)
+        row for path in sorted((demo_dataset / "full").glob("*.parquet")) for row in pq.read_table(path).to_pylist()
     ]
+    assert rows
     for row in rows:
-        parsed = parse_response(row)
-        assert render_response(parsed.blocks, parsed.mementos, parsed.answer) == row
+        parsed = parse_response(row["response"])
+        sentences = row["sentences"]
+        assert parsed.blocks == ["".join(sentences[first : last + 1]) for first, last in row["blocks"]]
+        assert parsed.mementos == row["block_summaries"]
+        assert parsed.answer.strip() and row["response"].endswith(parsed.answer)
+        assert render_response(parsed.blocks, parsed.mementos, parsed.answer) == row["response"]
 
 
 B, BE, S, SE = BLOCK_START, BLOCK_END, SUMMARY_START, SUMMARY_END
