@@ -50,7 +50,7 @@ RULES: dict[str, str] = {
     "memento_placeholder": "no memento is placeholder text (N/A, TODO, '[summary unavailable]', ...)",
     "memento_ascii": "mementos are plain ASCII (checked with --require-ascii)",
     "memento_ratio": "memento tokens / block tokens is within [--min-ratio, --max-ratio] for every block",
-    "judge_score": "the last judge score of every judged memento is >= --min-judge-score",
+    "judge_score": "every judged memento, as kept, scored >= --min-judge-score",
     "response_roundtrip": "the rendered response parses back to the same blocks, mementos and answer",
 }
 """Rule code -> what it requires. Codes are stable: they appear in quarantine files and reports."""
@@ -179,10 +179,15 @@ def _memento_failures(row: dict[str, Any], rules: ValidationRules) -> list[Failu
             if not rules.min_ratio <= ratio <= rules.max_ratio:
                 note("memento_ratio", index, f": {memento} tokens for a {block}-token block ({ratio:.3f})")
     for index, review in enumerate(row["reviews"]):
-        if rounds := review["rounds"]:
-            score = rounds[-1]["score"]
-            if score < rules.min_judge_score:
-                note("judge_score", index, f" scored {score:g} after {len(rounds)} judge round(s)")
+        rounds, kept = review["rounds"], review.get("kept", -1)  # -1: the default, the last round
+        if not rounds:
+            continue
+        if not -len(rounds) <= kept < len(rounds):
+            note("judge_score", index, f" keeps round {kept}, but it was judged in {len(rounds)} round(s)")
+            continue
+        score = rounds[kept]["score"]  # the version that was kept (`MementoReview.final_score`)
+        if score < rules.min_judge_score:
+            note("judge_score", index, f" scored {score:g} after {len(rounds)} judge round(s)")
     bounds = {
         "memento_ratio": f" (allowed {rules.min_ratio:g}-{rules.max_ratio:g})",
         "judge_score": f" (need >= {rules.min_judge_score:g})",

@@ -128,6 +128,20 @@ def test_ratio_bounds_are_configurable():
         ValidationRules(min_ratio=0.5, max_ratio=0.1)
 
 
+def test_the_judge_score_is_that_of_the_memento_kept():
+    def judged(scores: list[float], kept: int) -> dict:
+        rounds = [JudgeRound(score=score, feedback="") for score in scores]
+        review = MementoReview(rounds=rounds, kept=kept).model_dump()
+        return _row(4, reviews=[review for _ in make_trace(4).mementos])
+
+    # The first version scored 8.5 and was kept over a worse rewrite: it is what gets published.
+    assert check_row(judged([8.5, 7.0], kept=0), ValidationRules())[1] == []
+    (failure,) = check_row(judged([7.5, 8.5], kept=0), ValidationRules())[1]
+    assert failure.rule == "judge_score" and failure.message.startswith("memento 0 scored 7.5 after 2 judge round(s)")
+    (failure,) = check_row(judged([9.0, 9.5], kept=2), ValidationRules())[1]
+    assert failure.rule == "judge_score" and "keeps round 2, but it was judged in 2 round(s)" in failure.message
+
+
 def test_validate_resumes_and_refuses_other_rules(planted, tmp_path):
     in_dir, _, _ = planted
     out = tmp_path / "validate"

@@ -22,7 +22,7 @@ def validate(
     min_ratio: Annotated[float, typer.Option(help="Smallest allowed memento/block token ratio.")] = 0.02,
     max_ratio: Annotated[float, typer.Option(help="Largest allowed memento/block token ratio.")] = 1.0,
     min_judge_score: Annotated[
-        float, typer.Option(help="Judged mementos need a last judge score of at least this (0-10).")
+        float, typer.Option(help="Judged mementos need a score of at least this (0-10) for the version kept.")
     ] = 8.0,
     require_ascii: Annotated[
         bool, typer.Option(help="Mementos must be plain ASCII (the recipe's plain-ASCII math rule).")
