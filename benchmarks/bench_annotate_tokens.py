@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 from openmementos.annotate.extractive import extractive_memento
 from openmementos.cli import app
 from openmementos.llm import PriceTable
-from openmementos.resources import sample_files
-from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
+from openmementos.resources import sample_traces
+from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.shards import ShardTask, Stage
 from openmementos.testing.openai_standin import Faults, OpenAIStandIn, Reply
 from openmementos.tokens import count_tokens
@@ -48,16 +48,7 @@ _REASKED = re.compile(r"exactly these segments \(([\d, ]+)\)")
 
 def segmented_sample(copies: int) -> list[SegmentedTrace]:
     """The embedded sample as SegmentedTraces: paragraphs as sentences, blocks of >= 300 tokens."""
-    traces = []
-    for file in sample_files():
-        for line in file.read_text().splitlines():
-            try:
-                source = SourceTrace.from_openthoughts(json.loads(line))
-            except TraceRejected:
-                continue
-            for copy in range(copies):
-                traces.append(_segment(source, copy))
-    return traces
+    return [_segment(source, copy) for source in sample_traces() for copy in range(copies)]
 
 
 def _segment(source: SourceTrace, copy: int) -> SegmentedTrace:

@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from openmementos.resources import sample_files
-from openmementos.schema import SourceTrace, TraceRejected
+from openmementos.resources import sample_traces
+from openmementos.schema import SourceTrace
 from openmementos.segment.explain import BlockStatistics
 from openmementos.segment.partition import optimal_partition
 from openmementos.segment.scorers import HeuristicScorer
@@ -44,17 +44,6 @@ from openmementos.tokens import count_tokens, get_encoding
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 TARGET_CHARS = 40_000
 CAP = 1536
-
-
-def sample_traces() -> list[SourceTrace]:
-    traces = []
-    for file in sample_files():
-        for line in file.read_text().splitlines():
-            try:
-                traces.append(SourceTrace.from_openthoughts(json.loads(line)))
-            except TraceRejected:
-                continue
-    return traces
 
 
 def corpus(count: int, seed: int = 0) -> list[SourceTrace]:

@@ -7,8 +7,13 @@ symlinks `openmementos/prompts` and `openmementos/cards` put them inside the pac
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openmementos.schema import SourceTrace
 
 
 def _folder(name: str) -> Traversable:
@@ -29,6 +34,24 @@ def sample_files() -> list[Traversable]:
     """The embedded sample of reasoning traces (OpenThoughts3 row shape, JSON lines)."""
     folder = resources.files("openmementos") / "data" / "sample"
     return sorted((f for f in folder.iterdir() if f.name.endswith(".jsonl")), key=lambda f: f.name)
+
+
+def sample_traces() -> list[SourceTrace]:
+    """The embedded sample as SourceTraces, in file order.
+
+    Rows `SourceTrace.from_openthoughts` rejects are skipped; download's content filters (CJK, empty
+    answer, too few sentences) are not applied, so this is not exactly what `download --sample` writes.
+    """
+    from openmementos.schema import SourceTrace, TraceRejected  # pyarrow and pydantic: only when asked
+
+    traces = []
+    for file in sample_files():
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                traces.append(SourceTrace.from_openthoughts(json.loads(line)))
+            except TraceRejected:
+                continue
+    return traces
 
 
 def content_hash(*texts: str) -> str:

@@ -10,25 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from openmementos.cli import app
-from openmementos.resources import sample_files
-from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
+from openmementos.resources import sample_traces
+from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.segment.stage import SegmentSettings, segment_trace
 from openmementos.shards import ShardTask, Stage, data_files, iter_records, read_manifest, read_quarantine
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 runner = CliRunner()
-
-
-def sample_traces() -> list[SourceTrace]:
-    traces = []
-    for file in sample_files():
-        for line in file.read_text().splitlines():
-            try:
-                traces.append(SourceTrace.from_openthoughts(json.loads(line)))
-            except TraceRejected:
-                continue
-    return traces
 
 
 def odd_traces() -> list[SourceTrace]:
