@@ -58,7 +58,7 @@ class TraceFigures:
 
     `prompt_tokens` counts the problem and `<think>`, `answer_tokens` everything after the last
     `<|summary_end|>` (newline, `</think>`, the answer), as `simulate_kv` expects;
-    `judge_scores` holds the last judge score of each judged memento.
+    `judge_scores` holds the score of each judged memento as kept (`MementoReview.final_score`).
     """
 
     domain: str
@@ -108,13 +108,18 @@ def figures_from_texts(
     )
 
 
-def _pieces(trace: AnnotatedTrace | FullRow) -> tuple[str, list[str], list[str], str]:
-    """Problem, block texts, mementos and answer of an annotated trace or a published `full` row."""
+def _answer(trace: AnnotatedTrace | FullRow) -> str:
     if isinstance(trace, AnnotatedTrace):
-        return trace.problem, trace.block_texts(), trace.mementos, trace.answer
+        return trace.answer
+    return trace.response.split(THINK_CLOSE, 1)[1].removeprefix("\n")
+
+
+def _block_and_memento_texts(trace: AnnotatedTrace | FullRow) -> list[str]:
+    """The texts that `block_tokens` and `memento_tokens` count, blocks first."""
+    if isinstance(trace, AnnotatedTrace):
+        return [*trace.block_texts(), *trace.mementos]
     blocks = ["".join(trace.sentences[first : last + 1]) for first, last in trace.blocks]
-    answer = trace.response.split(THINK_CLOSE, 1)[1].removeprefix("\n")
-    return trace.problem, blocks, trace.block_summaries, answer
+    return [*blocks, *trace.block_summaries]
 
 
 def figures_from_traces(traces: Sequence[AnnotatedTrace | FullRow], tokenizer: str | None = None) -> list[TraceFigures]:
@@ -126,11 +131,10 @@ def figures_from_traces(traces: Sequence[AnnotatedTrace | FullRow], tokenizer: s
     groups: dict[str, list[str]] = defaultdict(list)
     plans = []
     for trace in traces:
-        problem, blocks, mementos, answer = _pieces(trace)
         recorded = isinstance(trace, AnnotatedTrace) and tokenizer in (None, trace.tokenizer)
         name = trace.tokenizer if recorded else tokenizer or DEFAULT_ENCODING
-        texts = _framing_texts(problem, answer) + ([] if recorded else [*blocks, *mementos])
-        plans.append((name, len(groups[name]), len(texts), len(blocks), recorded))
+        texts = _framing_texts(trace.problem, _answer(trace)) + ([] if recorded else _block_and_memento_texts(trace))
+        plans.append((name, len(groups[name]), len(texts), len(trace.blocks), recorded))
         groups[name].extend(texts)
     counts = {name: count_tokens(texts, name) for name, texts in groups.items()}
     figures = []
@@ -281,7 +285,7 @@ class StatsCollector:
         self._scores = array("f")
         self._provenance: dict[str, Counter[str]] = defaultdict(Counter)
         self._rounds: Counter[int] = Counter()
-        self._usage = Counter()
+        self._usage: Counter[str] = Counter()
 
     def add_traces(self, traces: Sequence[AnnotatedTrace | FullRow], tokenizer: str | None = None) -> None:
         """Add a batch of traces (see `figures_from_traces`) and, for annotated ones, their provenance."""
@@ -414,7 +418,7 @@ def iter_traces(directory: Path) -> Iterator[AnnotatedTrace | FullRow]:
         for path in data_files(directory):
             yield from iter_records(path, AnnotatedTrace)
     elif (directory / "full").is_dir():
-        for path in published_files(directory, "full"):
+        for path in published_full_files(directory):
             yield from iter_records(path, FullRow)
     else:
         raise FileNotFoundError(
@@ -422,17 +426,16 @@ def iter_traces(directory: Path) -> Iterator[AnnotatedTrace | FullRow]:
         )
 
 
-def published_files(directory: Path, config: str) -> list[Path]:
-    """The parquet shards of one config of a published folder (`data/` holds `default`)."""
-    folder = directory / ("data" if config == "default" else config)
-    return sorted(folder.glob("train-*.parquet"))
+def published_full_files(directory: Path) -> list[Path]:
+    """The parquet shards of the `full` config of a published folder."""
+    return sorted((directory / "full").glob("train-*.parquet"))
 
 
 def count_traces(directory: Path) -> int:
-    """How many traces `iter_figures(directory)` will yield (for progress bars)."""
+    """How many traces `iter_traces(directory)` will yield (for progress bars)."""
     import pyarrow.parquet as pq
 
-    paths = data_files(directory) if (directory / MANIFEST).exists() else published_files(directory, "full")
+    paths = data_files(directory) if (directory / MANIFEST).exists() else published_full_files(directory)
     return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
 
 
