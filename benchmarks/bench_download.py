@@ -69,7 +69,7 @@ def main() -> None:
         print(json.dumps(child(mode, Path(data), Path(out), int(rows))))
         return
 
-    from openmementos.download.synthetic import write_ot3_parquet
+    from openmementos.testing.ot3_rows import write_ot3_parquet
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)

@@ -13,10 +13,10 @@ import pytest
 from openmementos.download import DownloadRequest, run_download
 from openmementos.download.mapping import ColumnMapping
 from openmementos.download.sampling import SelectionRequest
-from openmementos.download.synthetic import expected_reason, ot3_row, write_ot3_parquet
 from openmementos.resources import sample_files
 from openmementos.schema import SourceTrace
 from openmementos.shards import ShardSelection, StageError, data_files, iter_records, read_manifest, read_quarantine
+from openmementos.testing.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 ROWS, SHARDS = 300, 3

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from openmementos.download.synthetic import expected_reason, ot3_row, write_ot3_parquet
 from openmementos.schema import SourceTrace
 from openmementos.shards import data_files, iter_records, read_manifest, read_quarantine
 from openmementos.testing.hub_standin import HubStandin
+from openmementos.testing.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 REPO = "synthetic/OpenThoughts3-mini"
 ROWS, SHARDS = 900, 6
