@@ -39,6 +39,7 @@ QUARANTINE_DIR = "quarantine"
 ROW_GROUP_SIZE = 1000
 
 R = TypeVar("R", bound=BaseModel)
+S = TypeVar("S")
 
 
 class StageError(RuntimeError):
@@ -259,12 +260,12 @@ class Quarantined:
 
 
 @dataclass(frozen=True)
-class ShardTask(Generic[R]):
-    """One unit of work: read `source`, write `OUT_DIR/<name>.parquet`."""
+class ShardTask(Generic[S]):
+    """One unit of work: read `source` (a path, an input file, ...), write `OUT_DIR/<name>.parquet`."""
 
     index: int
     name: str
-    source: Any
+    source: S
 
 
 ProcessShard = Callable[[ShardTask[Any]], Iterable[BaseModel | Quarantined]]
@@ -300,8 +301,8 @@ class Stage:
         with _StageProgress(self.description or self.name, todo, self.status) as progress:
             if self.workers <= 1 or len(todo) <= 1:
                 for task in todo:
-                    summary = run_shard(self, task, digest, progress)
-                    progress.shard_done(summary)
+                    run_shard(self, task, digest, progress)
+                    progress.shard_done()
                     self._write_manifest(tasks, digest)
             else:
                 self._run_parallel(todo, tasks, digest, progress)
@@ -321,7 +322,8 @@ class Stage:
                 while not updates.empty():
                     progress.add(*updates.get())
                 for future in finished:
-                    progress.shard_done(future.result())
+                    future.result()  # re-raises a worker's error
+                    progress.shard_done()
                     self._write_manifest(tasks, digest)
 
     def _done(self) -> dict[str, ShardSummary]:
@@ -489,7 +491,7 @@ class _StageProgress:
         self.reasons.update(reasons)
         self._update()
 
-    def shard_done(self, summary: ShardSummary) -> None:
+    def shard_done(self) -> None:
         self._update()
         self._progress.advance(self._task)
 
