@@ -214,7 +214,7 @@ def _recipe(inputs: CardInputs) -> str:
             f"{n} round{'s' if n != 1 else ''}: {count:,}" for n, count in provenance.judge_rounds.items()
         )
         lines.append(
-            f"- **Judge:** {judge.judged_mementos:,} mementos scored 0-10; last score mean "
+            f"- **Judge:** {judge.judged_mementos:,} mementos scored 0-10; score of the version kept: mean "
             f"{judge.final_score.mean:.2f}, median {judge.final_score.median:g} ({rounds})"
         )
     else:

@@ -84,8 +84,8 @@ def print_stats(result) -> None:
     if result.judge:
         score = result.judge.final_score
         console.print(
-            f"Judge: {result.judge.judged_mementos:,} judged mementos, last score mean {score.mean:.2f} "
-            f"(p10 {score.p10:g}, median {score.median:g})"
+            f"Judge: {result.judge.judged_mementos:,} judged mementos, score of the version kept: "
+            f"mean {score.mean:.2f} (p10 {score.p10:g}, median {score.median:g})"
         )
     if result.provenance:
         made = result.provenance
