@@ -15,6 +15,7 @@ from openmementos.annotate.extractive import (
     MAX_RATIO,
     MIN_TOKENS,
     annotate_extractive,
+    clean_unit,
     extractive_memento,
 )
 from openmementos.annotate.parsing import memento_problem
@@ -105,6 +106,14 @@ def test_annotates_every_block_of_a_trace() -> None:
     for block, memento, size in zip(trace.block_texts(), annotated.mementos, trace.block_tokens, strict=True):
         assert tokens(memento) <= max(int(size * MAX_RATIO), MIN_TOKENS)
         assert memento.split(". ")[0].removesuffix(".") in to_ascii_math(block)  # extractive: its own text
+
+
+def test_a_variable_named_like_a_filler_word_is_kept() -> None:
+    step = "right = 1, ch = 'c': best = 2, len = 2, fine."
+    assert clean_unit(step) == step  # from the first code trace of the embedded sample
+    assert clean_unit("next[i] = 3") == "next[i] = 3."
+    assert clean_unit("Right, so x = 2.") == "x = 2."  # the filler opener still goes
+    assert clean_unit("Now (x-2)(x-3) = 0") == "(x-2)(x-3) = 0."
 
 
 def test_a_tiny_block_still_gets_a_memento() -> None:

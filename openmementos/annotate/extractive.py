@@ -23,7 +23,7 @@ from openmementos.schema import AnnotatedTrace, SegmentedTrace, Usage
 from openmementos.tokens import DEFAULT_ENCODING, count_tokens
 
 EXTRACTIVE_MODEL = "extractive"
-EXTRACTIVE_VERSION = "extractive-1"
+EXTRACTIVE_VERSION = "extractive-2"
 """Recorded as `prompt_version` in rows this annotator wrote; bump it when the output changes."""
 
 TARGET_RATIO = 0.15
@@ -65,7 +65,8 @@ _FILLER_UNIT = re.compile(
 )
 _OPENER = re.compile(
     r"^((hmm+|wait|okay|ok|alright|so|well|now|then|but|and|also|actually|oh|ah|hold on|first|next|"
-    r"finally|therefore|thus|hence|similarly|alternatively|again|yes|right|in (that|this) case)\b[,.!:]?\s*"
+    r"finally|therefore|thus|hence|similarly|alternatively|again|yes|right|in (that|this) case)\b"
+    r"(?!\s*[=<>+*/^]|[(\[])[,.!:]?\s*"  # not a variable: "right = 1", "next[i]"
     r"|let me (see|think|check|recall)( (this|that|it))?( again)?[,.:]\s*"
     r"|(let me|let'?s|let us|i'?ll|i will|i need to|i have to|we need to|i can|we can|i should|we should) "
     r"(?!not\b)"
