@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import types
+from functools import cache
 from typing import Any, Self, Union, get_args, get_origin
 
 import pyarrow as pa
@@ -73,11 +74,11 @@ class SourceTrace(Record):
         if opens > 1 or closes > 1:
             raise TraceRejected("multiple_think", f"{opens} <think> and {closes} </think> tags")
         think_prefix, rest = text.split(THINK_OPEN)
-        reasoning, after = rest.split(THINK_CLOSE) if THINK_CLOSE in rest else (None, None)
-        if reasoning is None:
+        if THINK_CLOSE not in rest:
             raise TraceRejected("misordered_think", "</think> comes before <think>")
+        reasoning, after = rest.split(THINK_CLOSE)
         answer = after.lstrip()
-        for name, value in (("problem", fields.get("problem", "")), ("reasoning", text)):
+        for name, value in (("problem", fields.get("problem", "")), ("assistant message", text)):
             if delimiter := find_delimiter(value):
                 raise TraceRejected("contains_delimiter", f"the {name} contains the reserved {delimiter!r}")
         return cls(
@@ -326,7 +327,6 @@ class QuarantineRecord(Record):
 # --------------------------------------------------------------------------- arrow types
 
 _SCALARS: dict[type, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-_ARROW_CACHE: dict[type[BaseModel], pa.Schema] = {}
 
 
 def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
@@ -348,15 +348,14 @@ def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
     raise TypeError(f"no Arrow type for {annotation}")
 
 
+@cache
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     """The Arrow schema of a record type, field order as declared."""
-    if model not in _ARROW_CACHE:
-        fields = []
-        for name, info in model.model_fields.items():
-            arrow_type, nullable = _arrow_type(info.annotation)
-            fields.append(pa.field(name, arrow_type, nullable=nullable))
-        _ARROW_CACHE[model] = pa.schema(fields)
-    return _ARROW_CACHE[model]
+    fields = []
+    for name, info in model.model_fields.items():
+        arrow_type, nullable = _arrow_type(info.annotation)
+        fields.append(pa.field(name, arrow_type, nullable=nullable))
+    return pa.schema(fields)
 
 
 def features(model: type[BaseModel]) -> Any:
