@@ -77,10 +77,10 @@ def run_sft(config: SFTConfig) -> SFTSummary:
     model = AutoModelForCausalLM.from_pretrained(config.model, attn_implementation=config.attn_implementation)
     if config.stage == 1:
         added = prepare_model_and_tokenizer(model, tokenizer, seed=config.seed)
+        delimiters = DelimiterIds.from_tokenizer(tokenizer)
     else:
         added = []
-        _require_stage_one(config.model, tokenizer)
-    delimiters = DelimiterIds.from_tokenizer(tokenizer)
+        delimiters = _stage_one_delimiters(config.model, tokenizer)
 
     dataset = load_conversations(config.data, tokenizer)
     too_long = dataset.filter(lambda n: n > config.max_length, input_columns="length")
@@ -179,10 +179,10 @@ def read_training_record(model_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _require_stage_one(model: str, tokenizer) -> None:
-    """Stage 2 must start from a model that already knows the delimiters (a stage-1 output)."""
+def _stage_one_delimiters(model: str, tokenizer) -> DelimiterIds:
+    """The delimiter ids of a stage-1 output: stage 2 must start from a model that already knows them."""
     try:
-        DelimiterIds.from_tokenizer(tokenizer)
+        return DelimiterIds.from_tokenizer(tokenizer)
     except ValueError as error:
         raise ValueError(
             f"stage 2 starts from a stage-1 checkpoint, but {model!r} lacks the memento tokens; "
