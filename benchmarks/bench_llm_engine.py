@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from openmementos.llm import ChatRequest, EngineStats, LLMEngine, LLMSettings, PriceTable, ResponseCache
+from openmementos.llm import ChatRequest, EngineStats, LLMEngine, LLMSettings, PriceTable, ResponseCache, relax_gc
 from openmementos.testing.openai_standin import Faults, OpenAIStandIn
 
 PRICES = PriceTable({"bench-model": (0.0, 0.0), "warmup": (0.0, 0.0)})
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.2, help="stand-in latency per request, seconds")
     args = parser.parse_args()
+    relax_gc()  # as the annotate and segment commands do
     ideal = args.concurrency / args.latency
     requests = _requests(args.requests)
     print(f"{args.requests} requests, concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms")

@@ -175,6 +175,7 @@ def _run_llm(
         LLMSettings,
         PriceTable,
         ResponseCache,
+        relax_gc,
     )
     from openmementos.llm.cache import CACHE_FILENAME
     from openmementos.schema import AnnotatedTrace
@@ -194,6 +195,7 @@ def _run_llm(
         if batch:
             engine = BatchEngine(llm, cache=cache_path, prices=prices, poll_interval_s=poll_interval)
             return await engine.__aenter__()
+        relax_gc()  # many requests in flight: see there
         return LLMEngine(llm, cache=cache_path, prices=prices)
 
     tasks, selection, limits, total = _inputs(in_dir, out_dir, shard, limit)

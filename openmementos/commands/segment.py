@@ -184,7 +184,7 @@ def _run_llm(
     concurrency: int,
     cache_dir: Path | None,
 ) -> None:
-    from openmementos.llm import LLMEngine, LLMSettings, ResponseCache
+    from openmementos.llm import LLMEngine, LLMSettings, ResponseCache, relax_gc
     from openmementos.llm.cache import CACHE_FILENAME
     from openmementos.schema import SegmentedTrace
     from openmementos.segment.llm_scorer import LLMScorer, LLMShards
@@ -196,6 +196,7 @@ def _run_llm(
     cache_path = str((cache_dir or out_dir / ".llm") / CACHE_FILENAME)
     ResponseCache(cache_path).close()  # create the folder and file up front (clear error if not writable)
     tasks, selection = _tasks(in_dir, shard)
+    relax_gc()  # many requests in flight: see there
     process = LLMShards(lambda: LLMEngine(llm, cache=cache_path), model, window, second_window, settings)
     stage = Stage(
         name=STAGE,

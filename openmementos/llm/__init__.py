@@ -3,7 +3,8 @@
 Used by ``annotate`` (the memento recipe) and by the ``llm`` boundary scorer of ``segment``.
 
 * :class:`ChatRequest` / :class:`ChatResult`: what goes in and comes out.
-* :class:`LLMEngine`: live requests (concurrency, rate limits, retries, several replicas).
+* :class:`LLMEngine`: live requests (concurrency, rate limits, retries, several replicas);
+  :func:`relax_gc` tunes the garbage collector of a process that runs one at high rates.
 * :class:`BatchEngine`: the same ``complete()`` through the OpenAI Batch API (half price, hours).
 * :class:`ResponseCache`: the persistent answer store both engines share; :class:`PriceTable`: costs.
 * :func:`extract_json`: tolerant parsing of JSON answers.
@@ -12,7 +13,7 @@ Used by ``annotate`` (the memento recipe) and by the ``llm`` boundary scorer of 
 from openmementos.llm.batch import BatchEngine
 from openmementos.llm.cache import CachedAnswer, ResponseCache
 from openmementos.llm.completer import ChatCompleter, EngineStats
-from openmementos.llm.engine import LLMEngine
+from openmementos.llm.engine import LLMEngine, relax_gc
 from openmementos.llm.errors import (
     BatchItemFailed,
     ConfigurationError,
@@ -47,4 +48,5 @@ __all__ = [
     "RetriesExhausted",
     "extract_json",
     "redact",
+    "relax_gc",
 ]

@@ -53,6 +53,9 @@ def relax_gc() -> None:
     the collector runs dozens of times per second at a thousand requests per second, keeps promoting
     live requests to the old generation, and its full scans cost about a fifth of the process's CPU
     (benchmarks/bench_llm_engine.py). Garbage is still collected, in larger and rarer batches.
+
+    The setting is process-wide, so the program decides, not the engine: the ``annotate`` and
+    ``segment`` commands and the benchmark call this once before they start an engine.
     """
     first, *older = gc.get_threshold()
     if first < _GC_FIRST_THRESHOLD:
@@ -154,7 +157,7 @@ class LLMEngine(CachingCompleter):
 
     ``cache``: a :class:`ResponseCache` (caller-owned), a path to one (engine-owned) or None.
     ``prices``: the :class:`PriceTable` for cost accounting (defaults to the built-in one).
-    Creating an engine calls :func:`relax_gc` (a process-wide setting, see there).
+    At hundreds of requests per second, call :func:`relax_gc` once first (a process-wide setting).
     """
 
     def __init__(
@@ -174,7 +177,6 @@ class LLMEngine(CachingCompleter):
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._limiter = RateLimiter(self.settings.rpm, self.settings.tpm)
         self._retry = self.settings.retry_policy()
-        relax_gc()
 
     def __repr__(self) -> str:
         return f"LLMEngine(endpoints={[e.name for e in self._endpoints]}, concurrency={self.settings.concurrency})"
