@@ -37,11 +37,14 @@ class TokenCounter(Protocol):
     def count(self, texts: Sequence[str]) -> list[int]: ...
 
 
-def tiktoken_cache_dir() -> Path:
-    """The folder tiktoken reads its BPE files from (same rules as `tiktoken.load`)."""
+def tiktoken_cache_dir() -> Path | None:
+    """The folder tiktoken reads its BPE files from (same rules as `tiktoken.load`).
+
+    None when caching is turned off: the variable set to an empty string.
+    """
     for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
         if var in os.environ:
-            return Path(os.environ[var])
+            return Path(os.environ[var]) if os.environ[var] else None
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
@@ -51,7 +54,7 @@ def seed_tiktoken_cache(name: str) -> Path | None:
     Returns None when caching is disabled (empty TIKTOKEN_CACHE_DIR). Leaves an existing file alone.
     """
     cache_dir = tiktoken_cache_dir()
-    if str(cache_dir) == "":
+    if cache_dir is None:
         return None
     target = cache_dir / hashlib.sha1(_BLOB_URL.format(name=name).encode()).hexdigest()
     if target.exists():
@@ -119,5 +122,5 @@ def token_counter(name: str = DEFAULT_ENCODING) -> TokenCounter:
 
 
 def count_tokens(texts: Sequence[str], tokenizer: str = DEFAULT_ENCODING) -> list[int]:
-    """Token count of each text, in one batched call."""
+    """Token count of each text."""
     return token_counter(tokenizer).count(texts)

@@ -45,6 +45,15 @@ def test_existing_cache_file_is_not_overwritten(tmp_path: Path, monkeypatch):
     assert target.read_bytes() == b"user's own file"
 
 
+def test_empty_cache_dir_turns_seeding_off(tmp_path: Path, monkeypatch):
+    from openmementos.tokens import seed_tiktoken_cache
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken's switch for "no cache"
+    monkeypatch.chdir(tmp_path)
+    assert seed_tiktoken_cache("cl100k_base") is None
+    assert list(tmp_path.iterdir()) == []  # nothing written into the working directory
+
+
 def test_count_tokens_batches_and_counts_special_strings_as_text():
     counts = count_tokens(["hello world", "", "<|endoftext|>"])
     assert counts[:2] == [2, 0]
