@@ -66,12 +66,20 @@ def compress_messages(prompts: PromptSet, problem: str, blocks: Sequence[str]) -
     return [{"role": "system", "content": prompts.compress}, {"role": "user", "content": user}]
 
 
+def follow_up(conversation: Sequence[Message], answer: str, user: str) -> list[Message]:
+    """`conversation` continued: the model's last answer, then a new user turn."""
+    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": user}]
+
+
+def describe_problems(problems: Mapping[int, str]) -> str:
+    """Segment numbers with what is wrong with each, in order: "2 (empty), 5 (a placeholder)"."""
+    return ", ".join(f"{key} ({problems[key]})" for key in sorted(problems))
+
+
 def reask_messages(conversation: Sequence[Message], answer: str, problems: Mapping[int, str]) -> list[Message]:
     """`conversation` continued: the last answer, then a request for exactly the segments in `problems`."""
-    ids = sorted(problems)
-    listed = ", ".join(f"{key} ({problems[key]})" for key in ids)
-    user = REASK_USER.format(problems=listed, ids=", ".join(map(str, ids)))
-    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": user}]
+    user = REASK_USER.format(problems=describe_problems(problems), ids=", ".join(map(str, sorted(problems))))
+    return follow_up(conversation, answer, user)
 
 
 def judge_messages(prompts: PromptSet, block: str, memento: str) -> list[Message]:
@@ -82,7 +90,7 @@ def judge_messages(prompts: PromptSet, block: str, memento: str) -> list[Message
 
 
 def judge_retry_messages(conversation: Sequence[Message], answer: str) -> list[Message]:
-    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": JUDGE_RETRY_USER}]
+    return follow_up(conversation, answer, JUDGE_RETRY_USER)
 
 
 def refine_messages(prompts: PromptSet, block: str, memento: str, feedback: str) -> list[Message]:

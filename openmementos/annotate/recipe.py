@@ -44,6 +44,7 @@ from openmementos.annotate.prompting import (
     PromptSet,
     compress_messages,
     default_prompts,
+    describe_problems,
     judge_messages,
     judge_retry_messages,
     reask_messages,
@@ -120,10 +121,6 @@ class Outcome:
 
     item: AnnotatedTrace | Quarantined
     spend: Spend
-
-
-def describe_problems(problems: Mapping[int, str]) -> str:
-    return ", ".join(f"{key} ({problems[key]})" for key in sorted(problems))
 
 
 async def gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
