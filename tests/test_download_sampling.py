@@ -29,7 +29,7 @@ def plan_for(rows: list, request: SelectionRequest, files: int = 3) -> Selection
     finder = BoundFinder(request.seed, quotas, counts.sizes)
     for key, stratum in keyed:
         finder.add(stratum, key)
-    return SelectionPlan(request.seed, finder.bounds(counts.sizes), quotas, counts.sizes, (), summary)
+    return SelectionPlan(request.seed, finder.bounds(), quotas, counts.sizes, (), summary)
 
 
 def selected(rows: list, plan: SelectionPlan, files: int = 3) -> dict[str, tuple]:

@@ -193,6 +193,7 @@ class BoundFinder:
     def __init__(self, seed: int, quotas: Mapping[Stratum, int], sizes: Mapping[Stratum, int]) -> None:
         self.seed = seed
         self.quotas = quotas
+        self.sizes = sizes
         self._heaps: dict[Stratum, list[int]] = {s: [] for s, q in quotas.items() if 0 < q < sizes[s]}
 
     @property
@@ -210,11 +211,11 @@ class BoundFinder:
         elif negated > heap[0]:
             heapq.heapreplace(heap, negated)
 
-    def bounds(self, sizes: Mapping[Stratum, int]) -> dict[Stratum, int]:
+    def bounds(self) -> dict[Stratum, int]:
         bounds = {}
         for stratum, quota in self.quotas.items():
             if stratum in self._heaps:
                 bounds[stratum] = 1 - self._heaps[stratum][0]  # one above the largest kept hash
             else:
-                bounds[stratum] = HASH_SPACE if quota == sizes[stratum] else 0
+                bounds[stratum] = HASH_SPACE if quota == self.sizes[stratum] else 0
         return bounds

@@ -188,7 +188,7 @@ def make_plan(files: list[InputFile], mapping: ColumnMapping, request: Selection
                     finder.add(stratum, key)
     return SelectionPlan(
         request.seed,
-        finder.bounds(counts.sizes),
+        finder.bounds(),
         quotas,
         dict(counts.sizes),
         tuple(counts.file_rows),
