@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from openmementos.card import CONFIG_FOLDERS, DEFAULT_TAGS, CardInputs, ConfigInfo, StageRecord, render_card
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
-from openmementos.shards import MANIFEST, ShardWriter, data_files, iter_records, read_manifest
+from openmementos.shards import MANIFEST, Manifest, ShardWriter, data_files, iter_records, read_manifest
 from openmementos.stats import BATCH as STATS_BATCH
 from openmementos.stats import StatsCollector
 from openmementos.validate import STAGE as VALIDATE_STAGE
@@ -89,8 +89,8 @@ class PublishResult:
 # --------------------------------------------------------------------------- building
 
 
-def check_publishable(in_dir: Path) -> None:
-    """Refuse anything but a finished `validate` folder: only validated traces are published."""
+def check_publishable(in_dir: Path) -> Manifest:
+    """Refuse anything but a finished `validate` folder (only validated traces are published); its manifest."""
     if not (in_dir / MANIFEST).exists():
         raise PublishError(f"{in_dir} is not a stage folder; publish the output of `openmementos validate`")
     manifest = read_manifest(in_dir)
@@ -105,12 +105,12 @@ def check_publishable(in_dir: Path) -> None:
         )
     if manifest.rows == 0:
         raise PublishError(f"{in_dir}: no trace passed validation, nothing to publish")
+    return manifest
 
 
 def build(in_dir: Path, folder: Path, load_id: str, settings: PublishSettings, progress: bool = True) -> Build:
     """Write both configs, the plots and the card for the validated traces of `in_dir` into `folder`."""
-    check_publishable(in_dir)
-    manifest = read_manifest(in_dir)
+    manifest = check_publishable(in_dir)
     n_shards = max(1, math.ceil(manifest.rows / settings.rows_per_shard))
     collector = StatsCollector()
     with _row_progress(manifest.rows, progress) as advance:
@@ -155,7 +155,7 @@ def _write_configs(
     n_shards: int,
     rows_per_shard: int,
     collector: StatsCollector,
-    advance,
+    advance: Callable[[], None],
 ) -> int:
     """Stream traces into both configs, `rows_per_shard` per shard; returns the rows written."""
     for name in CONFIG_FOLDERS.values():
@@ -207,7 +207,7 @@ def _config_info(folder: Path, name: str, n_shards: int, rows: int) -> ConfigInf
 
 
 @contextmanager
-def _row_progress(total: int, enabled: bool) -> Iterator:
+def _row_progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
