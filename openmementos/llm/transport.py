@@ -121,7 +121,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             connection.close()
             raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             connection.close()
             raise httpx.RemoteProtocolError(f"connection failed mid-response: {exc!r}", request=request) from None
         except BaseException:  # cancelled: the connection is in an unknown state
@@ -170,23 +170,31 @@ async def _read_response(
     reader: asyncio.StreamReader, request: httpx.Request
 ) -> tuple[int, list[tuple[str, str]], bytes, bool]:
     """Status, headers, body, and whether the connection may be reused."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    version, status_text = head[0].split(" ", 2)[:2]
-    status = int(status_text)
-    headers = []
-    for line in head[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers.append((name.strip(), value.strip()))
+    version, status, headers = await _read_head(reader)
+    while 100 <= status < 200:  # interim answers (100 Continue, 103 Early Hints) precede the real one
+        version, status, headers = await _read_head(reader)
     fields = {name.lower(): value for name, value in headers}
-    keep_alive = fields.get("connection", "").lower() != "close" and version == "HTTP/1.1"
-    if request.method == "HEAD" or status in _NO_BODY_STATUSES or 100 <= status < 200:
+    connection_options = {option.strip().lower() for option in fields.get("connection", "").split(",")}
+    keep_alive = "close" not in connection_options and version == "HTTP/1.1"
+    if request.method == "HEAD" or status in _NO_BODY_STATUSES:
         return status, headers, b"", keep_alive
     if "chunked" in fields.get("transfer-encoding", "").lower():
         return status, headers, await _read_chunked(reader), keep_alive
     if "content-length" in fields:
         return status, headers, await reader.readexactly(int(fields["content-length"])), keep_alive
     return status, headers, await reader.read(), False
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, int, list[tuple[str, str]]]:
+    """HTTP version, status and headers of one response head."""
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    version, status_text = lines[0].split(" ", 2)[:2]
+    headers = []
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+    return version, int(status_text), headers
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
