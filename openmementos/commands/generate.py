@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
+
+if TYPE_CHECKING:
+    from openmementos.infer.result import GenerationResult
 
 
 class Backend(StrEnum):
@@ -115,7 +118,7 @@ class GenerationSettings(NamedTuple):
     dtype: str
 
 
-def _generate_hf(model_path: str, problems: list[str], s: GenerationSettings):
+def _generate_hf(model_path: str, problems: list[str], s: GenerationSettings) -> list[GenerationResult]:
     import torch
     from rich.progress import track
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -142,7 +145,7 @@ def _generate_hf(model_path: str, problems: list[str], s: GenerationSettings):
     ]
 
 
-def _generate_vllm(model_path: str, problems: list[str], s: GenerationSettings):
+def _generate_vllm(model_path: str, problems: list[str], s: GenerationSettings) -> list[GenerationResult]:
     try:
         import vllm  # noqa: F401
     except ImportError as error:
@@ -166,7 +169,7 @@ def _generate_vllm(model_path: str, problems: list[str], s: GenerationSettings):
     )
 
 
-def _print_summary(results) -> None:
+def _print_summary(results: list[GenerationResult]) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-CARD = "Dataset card"
+if TYPE_CHECKING:
+    from openmementos.publish import PublishResult
+
+CARD_PANEL = "Dataset card"
+"""The --help panel of the options that only shape the card."""
 
 
 def publish(
@@ -28,16 +32,16 @@ def publish(
     ] = False,
     pretty_name: Annotated[
         str | None,
-        typer.Option(help="Dataset title on the card. Default: the repo or folder name.", rich_help_panel=CARD),
+        typer.Option(help="Dataset title on the card. Default: the repo or folder name.", rich_help_panel=CARD_PANEL),
     ] = None,
-    license: Annotated[str, typer.Option(help="License id for the card's metadata.", rich_help_panel=CARD)] = (
+    license: Annotated[str, typer.Option(help="License id for the card's metadata.", rich_help_panel=CARD_PANEL)] = (
         "apache-2.0"
     ),
     source_dataset: Annotated[
         list[str] | None,
         typer.Option(
             help="Hub id of the source traces, repeatable. Default: what `download` read (see --lineage).",
-            rich_help_panel=CARD,
+            rich_help_panel=CARD_PANEL,
         ),
     ] = None,
     lineage: Annotated[
@@ -45,7 +49,7 @@ def publish(
         typer.Option(
             help="Earlier stage folders (download, segment, annotate, in order), repeatable: their settings "
             "and counts go into the card's recipe. `openmementos run` passes them.",
-            rich_help_panel=CARD,
+            rich_help_panel=CARD_PANEL,
         ),
     ] = None,
     rows_per_shard: Annotated[int, typer.Option(min=1, help="Traces per parquet file of each config.")] = 5000,
@@ -84,7 +88,7 @@ def publish(
     report(result, dry_run)
 
 
-def report(result, dry_run: bool) -> None:
+def report(result: PublishResult, dry_run: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from openmementos.stats import DatasetStats
 
 
 def stats(
@@ -55,7 +58,7 @@ def stats(
         typer.echo(f"plot: {path}")
 
 
-def print_stats(result) -> None:
+def print_stats(result: DatasetStats) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from openmementos.validate import ValidationReport
 
 
 def validate(
@@ -63,7 +66,7 @@ def validate(
         raise typer.Exit(1)
 
 
-def print_report(report, out_dir: Path) -> None:
+def print_report(report: ValidationReport, out_dir: Path) -> None:
     """The rule -> failures table and the totals."""
     from rich.console import Console
     from rich.table import Table
