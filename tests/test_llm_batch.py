@@ -125,6 +125,32 @@ def test_a_restarted_run_reattaches_to_its_open_batch(tmp_path):
     assert BatchLedger(tmp_path / LEDGER_FILENAME).open_uploads() == []
 
 
+def test_answers_of_a_reattached_batch_that_nobody_asks_for_are_stored_and_counted(tmp_path):
+    requests = questions(10)
+    with OpenAIStandIn(Faults(batch_delay_s=0.3), lambda body: Reply("ok", 1000, 100)) as server:
+
+        async def interrupted():
+            async with _engine(server, tmp_path / "c.sqlite") as engine:
+                work = asyncio.ensure_future(complete_all(engine, requests))
+                while engine.stats.sent < 10:
+                    await asyncio.sleep(0.01)
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+
+        run(interrupted())
+
+        async def resumed():
+            async with _engine(server, tmp_path / "c.sqlite") as engine:
+                return await complete_all(engine, requests[:4]), engine.stats
+
+        results, stats = run(resumed())
+    assert [r.text for r in results] == ["ok"] * 4
+    assert (stats.sent, stats.answered) == (0, 10), "every answer paid for is counted, once"
+    assert stats.cost_usd == pytest.approx(10 * 0.5 * (1000 * 1.0 + 100 * 2.0) / 1e6)
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        assert set(cache.keys()) == {r.cache_key() for r in requests}
+
+
 def test_a_recorded_upload_without_batch_id_is_adopted_or_submitted(tmp_path):
     """A crash between upload and batch creation: the batch is found on the server, or created once."""
     requests = questions(4)

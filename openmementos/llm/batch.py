@@ -259,17 +259,16 @@ class BatchEngine(CachingCompleter):
                     pending.future.set_exception(error)
             return
         assert self.cache is not None
-        for key, answer in answers.items():  # paid answers are stored before the batch is forgotten
-            self.cache.put(key, answer)
+        self.cache.put_many(answers.items())  # paid answers are stored before the batch is forgotten
         self._ledger.forget(upload.file_id)
         for key in upload.models:
             self._submitted.pop(key, None)
         for key, answer in answers.items():
             pending = self._pending.get(key)
-            if pending is None:
-                self.record(key, answer)
-            elif not pending.future.done():
-                pending.future.set_result((answer, pending.submissions))
+            if pending is not None and not pending.future.done():
+                pending.future.set_result((answer, pending.submissions))  # its caller counts it
+            else:
+                self._count_answer(answer)  # paid for, though nobody waits for it any more
         for key, reason in failures.items():
             self._retry_or_fail(key, reason)
 

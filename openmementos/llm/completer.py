@@ -198,13 +198,8 @@ class CachingCompleter:
         self._count_answer(answer)
         return answer, attempts
 
-    def record(self, key: str, answer: CachedAnswer) -> None:
-        """Store a fresh answer (committed at once) and count what it cost."""
-        if self.cache is not None:
-            self.cache.put(key, answer)
-        self._count_answer(answer)
-
     def _count_answer(self, answer: CachedAnswer) -> None:
+        """Count a fresh answer's tokens and cost (once per answer paid for)."""
         self.stats.answered += 1
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
