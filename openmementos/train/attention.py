@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from openmementos.format import BLOCK_END, BLOCK_START, SUMMARY_END, SUMMARY_START
+from openmementos.format import DELIMITERS
 
 NEVER = torch.iinfo(torch.int64).max
 """`visible_until` value of a token that is never evicted."""
@@ -38,7 +38,7 @@ class DelimiterIds:
     def from_tokenizer(cls, tokenizer) -> DelimiterIds:
         """Look the delimiters up; a clear error if the tokenizer was not prepared for mementos."""
         ids = []
-        for text in (BLOCK_START, BLOCK_END, SUMMARY_START, SUMMARY_END):
+        for text in DELIMITERS:  # in the order of the fields
             token_ids = tokenizer.encode(text, add_special_tokens=False)
             if len(token_ids) != 1:
                 raise ValueError(
