@@ -177,7 +177,6 @@ def _run_llm(
         ResponseCache,
         relax_gc,
     )
-    from openmementos.llm.cache import CACHE_FILENAME
     from openmementos.schema import AnnotatedTrace
     from openmementos.shards import Stage
 
@@ -188,8 +187,8 @@ def _run_llm(
         base_urls=tuple(base_urls), api_key=api_key, concurrency=concurrency, rpm=rpm, tpm=tpm, timeout_s=timeout
     )
     prices = PriceTable({model: (price_in, price_out)} if price_in is not None else None)
-    cache_path = str((cache_dir or out_dir / ".llm") / CACHE_FILENAME)
-    ResponseCache(cache_path).close()  # create the folder and file up front (clear error if not writable)
+    with ResponseCache.in_dir(cache_dir or out_dir / ".llm") as cache:  # made up front: a clear error if not writable
+        cache_path = cache.path
 
     async def open_engine() -> ChatCompleter:
         if batch:

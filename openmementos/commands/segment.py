@@ -185,7 +185,6 @@ def _run_llm(
     cache_dir: Path | None,
 ) -> None:
     from openmementos.llm import LLMEngine, LLMSettings, ResponseCache, relax_gc
-    from openmementos.llm.cache import CACHE_FILENAME
     from openmementos.schema import SegmentedTrace
     from openmementos.segment.llm_scorer import LLMScorer, LLMShards
     from openmementos.segment.stage import STAGE
@@ -193,8 +192,8 @@ def _run_llm(
 
     llm = LLMSettings(base_urls=tuple(base_urls), api_key=api_key, concurrency=concurrency)
     llm.key()  # a hosted endpoint without a key fails here, before any work
-    cache_path = str((cache_dir or out_dir / ".llm") / CACHE_FILENAME)
-    ResponseCache(cache_path).close()  # create the folder and file up front (clear error if not writable)
+    with ResponseCache.in_dir(cache_dir or out_dir / ".llm") as cache:  # made up front: a clear error if not writable
+        cache_path = cache.path
     tasks, selection = _tasks(in_dir, shard)
     relax_gc()  # many requests in flight: see there
     process = LLMShards(lambda: LLMEngine(llm, cache=cache_path), model, window, second_window, settings)
