@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from openmementos.schema import SegmentedTrace
-from openmementos.segment.partition import objective
+from openmementos.segment.partition import evaluate
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.shards import data_files
 
@@ -39,17 +39,15 @@ def explain(trace: SegmentedTrace, lam: float, console: Console) -> None:
     sentences = trace.sentences()
     scores = trace.boundary_scores
     reasons = HeuristicScorer().score(sentences).reasons if trace.scorer == "heuristic" else None
-    blocks = [tuple(block) for block in trace.blocks]
-    value = objective(scores, trace.sentence_tokens, blocks, lam)
-    cut_scores = [scores[first - 1] for first, _ in blocks[1:]]
+    blocks = [(first, last) for first, last in trace.blocks]
+    parts = evaluate(scores, trace.sentence_tokens, blocks, lam)
     console.print(
         f"[bold]{trace.id}[/]  {trace.domain} · {len(sentences)} sentences · {sum(trace.sentence_tokens):,} "
         f"{trace.tokenizer} tokens · scorer {trace.scorer}"
     )
-    mean_cut = statistics.fmean(cut_scores) if cut_scores else 0.0
     console.print(
-        f"{len(blocks)} blocks · mean cut score {mean_cut:.2f} · CV of block sizes "
-        f"{_cv(trace.block_tokens):.3f} · objective {value:.4f} (λ = {lam:g})"
+        f"{len(blocks)} blocks · mean cut score {parts.mean_cut:.2f} · CV of block sizes "
+        f"{parts.cv:.3f} · objective {parts.objective:.4f} (λ = {lam:g})"
     )
     table = Table(show_lines=False)
     for column, justify in (("block", "right"), ("sentences", "right"), ("tokens", "right"), ("cut", "right")):
@@ -73,11 +71,6 @@ def explain(trace: SegmentedTrace, lam: float, console: Console) -> None:
         "cut: the score of the boundary before the block (0 mid-derivation … 3 new approach); "
         "best uncut inside: the strongest boundary the optimum left inside the block."
     )
-
-
-def _cv(sizes: Sequence[int]) -> float:
-    mean = statistics.fmean(sizes)
-    return statistics.pstdev(sizes) / mean if mean else 0.0
 
 
 @dataclass(frozen=True)

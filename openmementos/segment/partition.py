@@ -58,18 +58,21 @@ class Partition:
     feasible: bool = True  # False: no partition satisfies the size limits; the trace is one block
 
 
-def objective(scores: Sequence[float], sizes: Sequence[int], blocks: Sequence[tuple[int, int]], lam: float) -> float:
-    """J of a given partition (used by tests and `explain`; the solver computes it incrementally)."""
+def evaluate(scores: Sequence[float], sizes: Sequence[int], blocks: Sequence[tuple[int, int]], lam: float) -> Partition:
+    """A given partition with J and its parts (for tests and `explain`; the solver computes them incrementally)."""
     block_tokens = [sum(sizes[first : last + 1]) for first, last in blocks]
-    return _objective(len(blocks), [scores[first - 1] for first, _ in blocks[1:]], block_tokens, lam)
-
-
-def _objective(k: int, cut_scores: Sequence[float], block_tokens: Sequence[int], lam: float) -> float:
+    k = len(blocks)
     if k == 1:
-        return 0.0
+        return Partition(list(blocks), block_tokens, 0.0, 0.0, 0.0)
     mean = sum(block_tokens) / k
-    std = math.sqrt(sum((t - mean) ** 2 for t in block_tokens) / k)
-    return sum(cut_scores) / len(cut_scores) - (lam * std / mean if mean else 0.0)
+    cv = math.sqrt(sum((t - mean) ** 2 for t in block_tokens) / k) / mean if mean else 0.0
+    mean_cut = sum(scores[first - 1] for first, _ in blocks[1:]) / (k - 1)
+    return Partition(list(blocks), block_tokens, mean_cut - lam * cv, mean_cut, cv)
+
+
+def objective(scores: Sequence[float], sizes: Sequence[int], blocks: Sequence[tuple[int, int]], lam: float) -> float:
+    """J of a given partition."""
+    return evaluate(scores, sizes, blocks, lam).objective
 
 
 def optimal_partition(
