@@ -62,18 +62,8 @@ class EngineStats:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "in_flight": self.in_flight,
-            "sent": self.sent,
-            "answered": self.answered,
-            "cache_hits": self.cache_hits,
-            "coalesced": self.coalesced,
-            "failed": self.failed,
-            "retries": dict(self.retries),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": self.cost_usd,
-        }
+        """Every counter, as plain JSON-ready values."""
+        return {**vars(self), "retries": dict(self.retries)}
 
 
 def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> CachedAnswer:

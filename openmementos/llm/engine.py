@@ -26,7 +26,7 @@ from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest
 from openmementos.llm.retry import as_llm_error, server_message
 from openmementos.llm.settings import LLMSettings, display_url
-from openmementos.llm.transport import httpx, make_http_client, uses_keepalive_transport
+from openmementos.llm.transport import LeanAsyncClient, httpx, make_http_client
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ def make_openai_client(base_url: str, api_key: str, settings: LLMSettings) -> op
     headers (``X-Stainless-*``: OS, runtime, retry count, ...) are left out: a self-hosted server has no
     use for them, and they are half the headers httpx would re-validate on every request.
     """
-    lean = settings.fast_http and uses_keepalive_transport(base_url)
     http_client = make_http_client(
         base_url, max_connections=settings.concurrency, timeout_s=settings.timeout_s, keepalive=settings.fast_http
     )
+    lean = isinstance(http_client, LeanAsyncClient)
     return openai.AsyncOpenAI(
         base_url=base_url,
         api_key=api_key,
