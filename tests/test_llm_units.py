@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 
@@ -10,10 +12,12 @@ import pytest
 from openmementos.llm import (
     ChatRequest,
     ConfigurationError,
+    LLMEngine,
     LLMSettings,
     MalformedAnswer,
     PriceTable,
     extract_json,
+    relax_gc,
 )
 from openmementos.llm.limits import exhausted_quota_seconds, parse_duration, retry_after_seconds
 from openmementos.llm.settings import display_url
@@ -124,3 +128,22 @@ def test_settings_resolve_endpoints_and_keys(monkeypatch):
     with pytest.raises(ConfigurationError):
         LLMSettings(concurrency=0)
     assert display_url("http://user:secret@host:8000/v1") == "http://host:8000/v1"
+
+
+def test_the_engine_leaves_the_garbage_collector_to_the_program():
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *saved[1:])
+
+        async def build_and_close() -> None:
+            await LLMEngine(LLMSettings(base_urls=("http://127.0.0.1:1/v1",))).close()
+
+        asyncio.run(build_and_close())
+        assert gc.get_threshold()[0] == 700, "a library constructor changes no process-wide setting"
+        relax_gc()
+        assert gc.get_threshold() == (10_000, *saved[1:])
+        gc.set_threshold(50_000, *saved[1:])
+        relax_gc()
+        assert gc.get_threshold()[0] == 50_000, "never lowered"
+    finally:
+        gc.set_threshold(*saved)
