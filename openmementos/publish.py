@@ -28,7 +28,7 @@ from pathlib import Path
 
 from openmementos.card import CONFIG_FOLDERS, DEFAULT_TAGS, CardInputs, ConfigInfo, StageRecord, render_card
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
-from openmementos.shards import MANIFEST, Manifest, ShardWriter, data_files, iter_records, read_manifest
+from openmementos.shards import MANIFEST, Manifest, ShardWriter, iter_stage, read_manifest
 from openmementos.stats import BATCH as STATS_BATCH
 from openmementos.stats import StatsCollector
 from openmementos.validate import STAGE as VALIDATE_STAGE
@@ -114,7 +114,9 @@ def build(in_dir: Path, folder: Path, load_id: str, settings: PublishSettings, p
     n_shards = max(1, math.ceil(manifest.rows / settings.rows_per_shard))
     collector = StatsCollector()
     with _row_progress(manifest.rows, progress) as advance:
-        written = _write_configs(_traces(in_dir), folder, n_shards, settings.rows_per_shard, collector, advance)
+        written = _write_configs(
+            iter_stage(in_dir, AnnotatedTrace), folder, n_shards, settings.rows_per_shard, collector, advance
+        )
     if written != manifest.rows:
         raise PublishError(f"{in_dir}: its manifest counts {manifest.rows:,} traces but the shards hold {written:,}")
     plots = collector.write_plots(folder / PLOTS_DIR)
@@ -138,11 +140,6 @@ def build(in_dir: Path, folder: Path, load_id: str, settings: PublishSettings, p
     (folder / CARD).write_text(card, encoding="utf-8")
     files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
     return Build(folder, files, configs, written, {f: (folder / f).stat().st_size for f in files}, card)
-
-
-def _traces(in_dir: Path) -> Iterator[AnnotatedTrace]:
-    for path in data_files(in_dir):
-        yield from iter_records(path, AnnotatedTrace)
 
 
 def shard_path(config: str, index: int, count: int) -> str:

@@ -246,6 +246,12 @@ def data_files(directory: Path) -> list[Path]:
     return [directory / f"{name}.parquet" for name in manifest.shards if name in manifest.done]
 
 
+def iter_stage(directory: Path, model: type[R]) -> Iterator[R]:
+    """Every record of a stage folder's finished shards, in order, validated as `model`."""
+    for path in data_files(directory):
+        yield from iter_records(path, model)
+
+
 # --------------------------------------------------------------------------- the stage runner
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from openmementos.format import THINK_CLOSE, THINK_OPEN
 from openmementos.kvsim import KVFootprint, simulate_kv
 from openmementos.schema import AnnotatedTrace, FullRow, Usage
-from openmementos.shards import MANIFEST, data_files, iter_records
+from openmementos.shards import MANIFEST, data_files, iter_records, iter_stage
 from openmementos.tokens import DEFAULT_ENCODING, count_tokens
 
 ALL = "all"
@@ -415,8 +415,7 @@ def _draw_blocks(axis, by_domain: dict[str, _Samples], everything: _Samples) -> 
 def iter_traces(directory: Path) -> Iterator[AnnotatedTrace | FullRow]:
     """Every trace of a stage folder of annotated traces, or every `full` row of a published folder."""
     if (directory / MANIFEST).exists():
-        for path in data_files(directory):
-            yield from iter_records(path, AnnotatedTrace)
+        yield from iter_stage(directory, AnnotatedTrace)
     elif (directory / "full").is_dir():
         for path in published_full_files(directory):
             yield from iter_records(path, FullRow)

@@ -15,7 +15,13 @@ from openmementos.download.mapping import ColumnMapping
 from openmementos.download.sampling import SelectionRequest
 from openmementos.resources import sample_files
 from openmementos.schema import SourceTrace
-from openmementos.shards import ShardSelection, StageError, data_files, iter_records, read_manifest, read_quarantine
+from openmementos.shards import (
+    ShardSelection,
+    StageError,
+    iter_stage,
+    read_manifest,
+    read_quarantine,
+)
 from openmementos.testing.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
@@ -31,7 +37,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def traces(out: Path) -> list[SourceTrace]:
-    return [trace for path in data_files(out) for trace in iter_records(path, SourceTrace)]
+    return list(iter_stage(out, SourceTrace))
 
 
 def run(out: Path, input: Path, **options) -> object:

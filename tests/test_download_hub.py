@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openmementos.schema import SourceTrace
-from openmementos.shards import data_files, iter_records, read_manifest, read_quarantine
+from openmementos.shards import iter_stage, read_manifest, read_quarantine
 from openmementos.testing.hub_standin import HubStandin
 from openmementos.testing.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
@@ -60,7 +60,7 @@ def global_index(file: str, row: int) -> int:
 
 
 def output(out: Path) -> tuple[list[SourceTrace], list]:
-    traces = [trace for path in data_files(out) for trace in iter_records(path, SourceTrace)]
+    traces = list(iter_stage(out, SourceTrace))
     return traces, list(read_quarantine(out))
 
 

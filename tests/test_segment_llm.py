@@ -24,7 +24,7 @@ from openmementos.segment.llm_scorer import (
     windows,
 )
 from openmementos.segment.scorers import HeuristicScorer
-from openmementos.shards import ShardTask, Stage, data_files, iter_records, read_manifest
+from openmementos.shards import ShardTask, Stage, iter_stage, read_manifest
 from openmementos.testing.openai_standin import OpenAIStandIn
 
 MODEL = "scorer-test-model"
@@ -157,7 +157,7 @@ def test_cli_scores_with_the_llm_and_records_provenance(server: OpenAIStandIn, t
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "LLM scoring:" in result.output and "fell back to the heuristic" in result.output
-    rows = [row for path in data_files(tmp_path / "out") for row in iter_records(path, SegmentedTrace)]
+    rows = list(iter_stage(tmp_path / "out", SegmentedTrace))
     assert len(rows) == 3
     for row in rows:
         assert row.scorer.startswith(f"llm:{MODEL}:w16:p{prompt_version()}")

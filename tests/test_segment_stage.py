@@ -14,7 +14,7 @@ from openmementos.resources import sample_traces
 from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.segment.stage import SegmentSettings, segment_trace
-from openmementos.shards import ShardTask, Stage, data_files, iter_records, read_manifest, read_quarantine
+from openmementos.shards import ShardTask, Stage, iter_stage, read_manifest, read_quarantine
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 runner = CliRunner()
@@ -50,7 +50,7 @@ def run(*args: str) -> object:
 
 
 def rows(directory: Path) -> list[SegmentedTrace]:
-    return [row for path in data_files(directory) for row in iter_records(path, SegmentedTrace)]
+    return list(iter_stage(directory, SegmentedTrace))
 
 
 def test_segments_every_trace_losslessly(download_dir: Path, tmp_path: Path) -> None:

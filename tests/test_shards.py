@@ -11,9 +11,8 @@ from openmementos.shards import (
     ShardTask,
     Stage,
     StageError,
-    data_files,
     input_shards,
-    iter_records,
+    iter_stage,
     read_manifest,
     read_quarantine,
 )
@@ -45,7 +44,7 @@ def stage(out: Path, workers: int = 1, **options) -> Stage:
 
 
 def read_all(out: Path) -> list[int]:
-    return [r.value for path in data_files(out) for r in iter_records(path, Number)]
+    return [r.value for r in iter_stage(out, Number)]
 
 
 def test_stage_writes_rows_quarantine_and_manifest(tmp_path):

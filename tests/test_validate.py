@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview
-from openmementos.shards import StageError, data_files, iter_records, read_manifest, read_quarantine
+from openmementos.shards import StageError, iter_stage, read_manifest, read_quarantine
 from openmementos.tokens import count_tokens
 from openmementos.validate import RULES, ValidationRules, build_report, check_row, run_validate
 
@@ -79,7 +79,7 @@ def test_each_planted_defect_is_quarantined_with_its_reason(planted, tmp_path):
     out = tmp_path / "validate"
     manifest = run_validate(in_dir, out, RULES_STRICT)
 
-    passed = [t for path in data_files(out) for t in iter_records(path, AnnotatedTrace)]
+    passed = list(iter_stage(out, AnnotatedTrace))
     assert [t.id for t in passed] == [t.id for t in good]
     assert passed == good  # passing traces are written unchanged
 
