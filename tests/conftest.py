@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+# No test touches a real Hub: huggingface_hub and datasets read these at import, so set them before
+# any test module imports them. Tests that publish to the loopback stand-in override them explicitly
+# (a subprocess with `HubStandin.client_env`, or patched constants in-process).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
 from dataclasses import dataclass
 from pathlib import Path
 
