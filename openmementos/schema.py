@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import types
+from collections.abc import Iterable
 from functools import cache
 from typing import Any, Self, Union, get_args, get_origin
 
@@ -227,10 +228,29 @@ class MementoReview(Record):
 
 
 class Usage(Record):
+    """LLM requests, tokens and cost; `+` adds exactly, `sum_usage` gives a total fit to store or report."""
+
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+    def rounded(self) -> Usage:
+        """The cost rounded to 8 decimals (no float noise): once, where a total is stored or reported."""
+        return self.model_copy(update={"cost_usd": round(self.cost_usd, 8)})
+
+
+def sum_usage(usages: Iterable[Usage]) -> Usage:
+    """The total of these usages, added exactly and rounded once."""
+    return sum(usages, Usage()).rounded()
 
 
 class AnnotatedTrace(SegmentedTrace):

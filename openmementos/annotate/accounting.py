@@ -16,20 +16,11 @@ from pydantic import BaseModel
 
 from openmementos.annotate.recipe import ROLES, Outcome
 from openmementos.llm import EngineStats
-from openmementos.schema import AnnotatedTrace, Usage
+from openmementos.schema import AnnotatedTrace, Usage, sum_usage
 from openmementos.shards import Manifest
 
 TALLY_DIR = ".annotate"
 SUMMARY_FILE = "annotate_summary.json"
-
-
-def add_usage(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        requests=a.requests + b.requests,
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        cost_usd=round(a.cost_usd + b.cost_usd, 8),
-    )
 
 
 class Tally(BaseModel):
@@ -39,7 +30,8 @@ class Tally(BaseModel):
     annotated: int = 0
     quarantined: dict[str, int] = {}
     spend: dict[str, Usage] = {}
-    """LLM usage by recipe step, quarantined traces included (what the traces cost, cache hits or not)."""
+    """LLM usage by recipe step, quarantined traces included (what the traces cost, cache hits or not).
+    Added up exactly: the summary rounds the cost once, when it reports it."""
     blocks: int = 0
     block_tokens: int = 0
     memento_tokens: int = 0
@@ -50,7 +42,7 @@ class Tally(BaseModel):
     def add(self, outcome: Outcome, threshold: float) -> None:
         self.traces += 1
         for role, usage in outcome.spend.by_role.items():
-            self.spend[role] = add_usage(self.spend.get(role, Usage()), usage)
+            self.spend[role] = self.spend.get(role, Usage()) + usage
         item = outcome.item
         if not isinstance(item, AnnotatedTrace):
             self.quarantined[item.reason] = self.quarantined.get(item.reason, 0) + 1
@@ -74,15 +66,12 @@ class Tally(BaseModel):
         for reason, count in other.quarantined.items():
             self.quarantined[reason] = self.quarantined.get(reason, 0) + count
         for role, usage in other.spend.items():
-            self.spend[role] = add_usage(self.spend.get(role, Usage()), usage)
+            self.spend[role] = self.spend.get(role, Usage()) + usage
         for key, count in other.passed_in_round.items():
             self.passed_in_round[key] = self.passed_in_round.get(key, 0) + count
 
     def total(self) -> Usage:
-        total = Usage()
-        for usage in self.spend.values():
-            total = add_usage(total, usage)
-        return total
+        return sum_usage(self.spend.values())
 
     def pass_rates(self, max_rounds: int) -> dict[str, float]:
         """Share of judged mementos at or above the threshold after each round (cumulative)."""
@@ -183,7 +172,7 @@ def summary(
         },
         "usage": {
             "total": total.model_dump(),
-            "by_step": {role: tally.spend[role].model_dump() for role in ROLES if role in tally.spend},
+            "by_step": {role: tally.spend[role].rounded().model_dump() for role in ROLES if role in tally.spend},
             "per_trace": {key: round(value, 6) for key, value in per_trace.items()},
         },
         "compression": {

@@ -51,7 +51,7 @@ from openmementos.annotate.prompting import (
     refine_messages,
 )
 from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, MalformedAnswer, RequestRejected
-from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview, SegmentedTrace, Usage
+from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview, SegmentedTrace, Usage, sum_usage
 from openmementos.shards import Quarantined
 from openmementos.tokens import count_tokens
 
@@ -97,22 +97,16 @@ class Spend:
     by_role: dict[str, Usage] = field(default_factory=dict)
 
     def add(self, role: str, result: ChatResult) -> None:
-        before = self.by_role.get(role, Usage())
-        self.by_role[role] = Usage(
-            requests=before.requests + 1,
-            prompt_tokens=before.prompt_tokens + result.prompt_tokens,
-            completion_tokens=before.completion_tokens + result.completion_tokens,
-            cost_usd=before.cost_usd + result.cost_usd,
+        paid = Usage(
+            requests=1,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
         )
+        self.by_role[role] = self.by_role.get(role, Usage()) + paid
 
     def total(self) -> Usage:
-        usages = self.by_role.values()
-        return Usage(
-            requests=sum(u.requests for u in usages),
-            prompt_tokens=sum(u.prompt_tokens for u in usages),
-            completion_tokens=sum(u.completion_tokens for u in usages),
-            cost_usd=round(sum(u.cost_usd for u in usages), 8),
-        )
+        return sum_usage(self.by_role.values())
 
 
 @dataclass(frozen=True)
