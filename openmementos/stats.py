@@ -285,7 +285,7 @@ class StatsCollector:
         self._scores = array("f")
         self._provenance: dict[str, Counter[str]] = defaultdict(Counter)
         self._rounds: Counter[int] = Counter()
-        self._usage: Counter[str] = Counter()
+        self._usage = Usage()
 
     def add_traces(self, traces: Sequence[AnnotatedTrace | FullRow], tokenizer: str | None = None) -> None:
         """Add a batch of traces (see `figures_from_traces`) and, for annotated ones, their provenance."""
@@ -303,7 +303,7 @@ class StatsCollector:
             ("tokenizers", trace.tokenizer),
         ):
             self._provenance[name][value] += 1
-        self._usage.update(trace.usage.model_dump())
+        self._usage += trace.usage
         self._rounds.update(len(review.rounds) for review in trace.reviews if review.rounds)
 
     def add(self, figures: TraceFigures) -> None:
@@ -343,10 +343,9 @@ class StatsCollector:
     def _provenance_result(self) -> Provenance | None:
         if not self._provenance:
             return None
-        usage = {**self._usage, "cost_usd": round(self._usage["cost_usd"], 6)}
         return Provenance(
             **{name: dict(counts.most_common()) for name, counts in self._provenance.items()},
-            usage=Usage(**usage),
+            usage=self._usage.model_copy(update={"cost_usd": round(self._usage.cost_usd, 6)}),
             judge_rounds=dict(sorted(self._rounds.items())),
         )
 
