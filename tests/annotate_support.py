@@ -21,10 +21,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from trace_builders import build_segmented, sentence, write_stage_folder
+
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
-from openmementos.shards import ShardTask, Stage, iter_records, read_quarantine, shard_name
+from openmementos.shards import iter_records, read_quarantine
 from openmementos.testing.openai_standin import Reply
-from openmementos.tokens import count_tokens
 
 _SEGMENT = re.compile(r'<segment id="(\d+)">\n(.*?)\n</segment>', re.DOTALL)
 _SEGMENT_ONLY = re.compile(r"<segment>\n(.*?)\n</segment>", re.DOTALL)
@@ -32,9 +33,8 @@ _MEMENTO = re.compile(r"<memento>\n(.*?)\n</memento>", re.DOTALL)
 _REASKED = re.compile(r"exactly these segments \(([\d, ]+)\)")
 
 
-def sentence(trace: int, block: int, index: int) -> str:
-    words = " ".join(f"w{(trace * 31 + block * 7 + index * 3 + k) % 97}" for k in range(30))
-    return f"Step {block}.{index}: we compute {words}, so x_{block} = {trace + block + index}. "
+WORDS = 30
+"""Filler words per sentence: blocks long enough for a memento to be much shorter."""
 
 
 def make_trace(
@@ -47,49 +47,27 @@ def make_trace(
 ) -> SegmentedTrace:
     """A consistent SegmentedTrace; markers (see the module docstring) script the responder."""
     block_markers = block_markers or {}
-    sentences: list[str] = []
-    blocks: list[list[int]] = []
-    for b in range(n_blocks):
-        first = len(sentences)
-        for i in range(sentences_per_block):
-            text = sentence(number, b, i)
-            if i == 0 and b in block_markers:
-                text = f"{block_markers[b]} {text}"
-            sentences.append(text)
-        blocks.append([first, len(sentences) - 1])
-    reasoning = "".join(sentences)
-    spans, cursor = [], 0
-    for text in sentences:
-        spans.append([cursor, cursor + len(text)])
-        cursor += len(text)
-    block_texts = ["".join(sentences[first : last + 1]) for first, last in blocks]
-    return SegmentedTrace(
+    blocks_sentences = [[sentence(number, b, i, WORDS) for i in range(sentences_per_block)] for b in range(n_blocks)]
+    for b, block in enumerate(blocks_sentences):
+        if b in block_markers:
+            block[0] = f"{block_markers[b]} {block[0]}"
+    return build_segmented(
+        SegmentedTrace,
+        blocks_sentences,
+        boundary_score=0.0,
         id=f"trace-{number:04d}",
         problem=f"Problem {number}: find every x_b. {problem_marker}".strip(),
-        reasoning=reasoning,
         answer=f"The answer is {number}.",
         domain="math",
         source="synthetic",
         difficulty=number % 10,
-        sentence_spans=spans,
-        sentence_tokens=count_tokens(sentences),
-        boundary_scores=[0.0] * (len(sentences) - 1),
-        blocks=blocks,
-        block_tokens=count_tokens(block_texts),
-        scorer="heuristic",
-        tokenizer="cl100k_base",
     )
 
 
 def write_segmented(folder: Path, shards: Sequence[Sequence[SegmentedTrace]]) -> Path:
     """A finished `segment` stage folder holding these traces, one list per shard."""
-    tasks = [ShardTask(index, shard_name(index), list(traces)) for index, traces in enumerate(shards)]
-    Stage(name="segment", out_dir=folder, model=SegmentedTrace, process=_emit).run(tasks)
+    write_stage_folder(folder, "segment", SegmentedTrace, shards)
     return folder
-
-
-def _emit(task: ShardTask[list[SegmentedTrace]]) -> Iterable[SegmentedTrace]:
-    return task.source
 
 
 def read_output(folder: Path) -> tuple[list[AnnotatedTrace], dict[str, str]]:

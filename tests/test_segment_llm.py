@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trace_builders import write_stage_folder
 from typer.testing import CliRunner
 
 from openmementos.cli import app
@@ -24,7 +25,7 @@ from openmementos.segment.llm_scorer import (
     windows,
 )
 from openmementos.segment.scorers import HeuristicScorer
-from openmementos.shards import ShardTask, Stage, iter_stage, read_manifest
+from openmementos.shards import iter_stage, read_manifest
 from openmementos.testing.openai_standin import OpenAIStandIn
 
 MODEL = "scorer-test-model"
@@ -142,16 +143,12 @@ def test_answers_are_cached_across_runs(server: OpenAIStandIn, tmp_path: Path) -
     assert again == first and tally.prompt_tokens == 0
 
 
-def _emit(task: ShardTask) -> Any:
-    yield from task.source
-
-
 def test_cli_scores_with_the_llm_and_records_provenance(server: OpenAIStandIn, tmp_path: Path) -> None:
     base = {"problem": "p", "answer": "a", "domain": "math", "source": "test"}
     reasoning = "".join(f"Part {i}: we compute the value {i} here with care.\n\n" + "Alternatively, " * (i % 4 == 0)
                         + f"Next we look at case {i} closely.\n\n" for i in range(40))  # fmt: skip
     traces = [SourceTrace(id=f"t{i}", reasoning=reasoning, **base) for i in range(3)]
-    Stage("download", tmp_path / "in", SourceTrace, _emit).run([ShardTask(0, "part-00000", traces)])
+    write_stage_folder(tmp_path / "in", "download", SourceTrace, [traces])
     args = ["segment", str(tmp_path / "in"), str(tmp_path / "out"), "--scorer", "llm", "--model", MODEL,
             "--base-url", server.base_url, "--api-key", "sk-test", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     result = CliRunner().invoke(app, args)

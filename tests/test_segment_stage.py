@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from trace_builders import write_stage_folder
 from typer.testing import CliRunner
 
 from openmementos.cli import app
@@ -14,7 +15,7 @@ from openmementos.resources import sample_traces
 from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.segment.stage import SegmentSettings, segment_trace
-from openmementos.shards import ShardTask, Stage, iter_stage, read_manifest, read_quarantine
+from openmementos.shards import iter_stage, read_manifest, read_quarantine
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 runner = CliRunner()
@@ -29,18 +30,12 @@ def odd_traces() -> list[SourceTrace]:
     ]
 
 
-def _emit(task: ShardTask) -> object:
-    yield from task.source
-
-
 @pytest.fixture(scope="module")
 def download_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder shaped like `openmementos download` output: 3 shards of SourceTrace, manifest, done markers."""
     out = tmp_path_factory.mktemp("download")
     traces = sample_traces() + odd_traces()
-    chunks = [traces[i::3] for i in range(3)]
-    tasks = [ShardTask(i, f"part-{i:05d}", chunk) for i, chunk in enumerate(chunks)]
-    Stage("download", out, SourceTrace, _emit).run(tasks)
+    write_stage_folder(out, "download", SourceTrace, [traces[i::3] for i in range(3)])
     return out
 
 
