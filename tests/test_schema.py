@@ -14,6 +14,7 @@ from openmementos.schema import (
     Usage,
     arrow_schema,
     features,
+    sum_usage,
 )
 
 
@@ -136,3 +137,13 @@ def test_published_features_equal_the_public_schema():
     assert features(FullRow) == datasets.Features(public_full)
     assert list(arrow_schema(FullRow).names) == list(public_full)
     assert arrow_schema(DefaultRow).field("difficulty").type == pa.int64()
+
+
+def test_usage_adds_exactly_and_a_total_is_rounded_once():
+    a = Usage(requests=1, prompt_tokens=10, completion_tokens=2, cost_usd=0.1)
+    b = Usage(requests=2, prompt_tokens=5, completion_tokens=1, cost_usd=0.2)
+    assert (a + b).cost_usd == 0.1 + 0.2 != 0.3
+    assert sum_usage([a, b]) == Usage(requests=3, prompt_tokens=15, completion_tokens=3, cost_usd=0.3)
+    assert sum_usage([]) == Usage()
+    tiny = [Usage(cost_usd=4e-9)] * 3  # each rounds to 0 at 8 decimals; their total does not
+    assert sum_usage(tiny).cost_usd == 1e-8
