@@ -8,6 +8,8 @@ Used by ``annotate`` (the memento recipe) and by the ``llm`` boundary scorer of 
 * :class:`BatchEngine`: the same ``complete()`` through the OpenAI Batch API (half price, hours).
 * :class:`ResponseCache`: the persistent answer store both engines share; :class:`PriceTable`: costs.
 * :func:`extract_json`: tolerant parsing of JSON answers.
+* :mod:`openmementos.llm.runner`: one engine on a background event loop, streaming a stage's rows
+  through it in input order (used by both stages' shard processors).
 """
 
 from openmementos.llm.batch import BatchEngine
