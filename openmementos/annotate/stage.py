@@ -5,21 +5,18 @@ published whole, so a row is written exactly once however often a run is killed 
 killed run had paid for is not lost either: every LLM answer is in the response cache the moment it
 arrives, so the rerun of an unfinished shard replays them for free.
 
-Within a shard, LLM traces run concurrently on an asyncio loop in a background thread (the engine
-bounds requests in flight); rows come back in input order through a window of traces in flight, so
-the output is deterministic and memory stays flat. The extractive annotator needs no loop.
+Within a shard, LLM traces run concurrently on one engine on an asyncio loop in a background thread
+(`llm.runner`; the engine bounds requests in flight); rows come back in input order through a window
+of traces in flight, so the output is deterministic and memory stays flat. The extractive annotator needs no loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -27,10 +24,10 @@ from openmementos.annotate.accounting import LiveStatus, Tally, write_shard_tall
 from openmementos.annotate.extractive import annotate_extractive
 from openmementos.annotate.recipe import Outcome, Recipe, RecipeSettings, Spend
 from openmementos.llm import ChatCompleter
+from openmementos.llm.runner import EngineThread
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
 from openmementos.shards import Quarantined, ShardTask, StageError, iter_records
 
-T = TypeVar("T")
 Row = AnnotatedTrace | Quarantined
 
 REFUSAL_STREAK = 10
@@ -86,7 +83,7 @@ class ExtractiveShards:
 
 
 class LLMShards:
-    """The shard processor of an LLM annotator: a background event loop running the recipe.
+    """The shard processor of an LLM annotator: the recipe on one engine, on a background event loop.
 
     Use as a context manager around `Stage.run` (one process, `workers=1`: concurrency comes from the
     loop). `open_engine` is awaited on the loop to build the engine, so its clients bind to that loop.
@@ -107,61 +104,29 @@ class LLMShards:
         self.live = live
         self.window = max(window, 1)
         self.limits = limits
-        self._open_engine = open_engine
+        self._runner = EngineThread(open_engine, name="annotate-loop")
         self._refusals = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="annotate-loop", daemon=True)
-        self.engine: ChatCompleter | None = None
         self.recipe: Recipe | None = None
 
     def __enter__(self) -> LLMShards:
-        self._thread.start()
-        try:
-            self.engine = self._run(self._open_engine())
-        except BaseException:
-            self._stop_loop()
-            raise
-        self.recipe = Recipe(self.engine, self.settings)
-        self.live.stats = self.engine.stats
+        engine = self._runner.__enter__().engine
+        self.recipe = Recipe(engine, self.settings)
+        self.live.stats = engine.stats
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        try:
-            if self.engine is not None:
-                self._run(self.engine.close())
-        finally:
-            self._stop_loop()
-
-    def _run(self, coroutine: Awaitable[T]) -> T:
-        return self._submit(coroutine).result()
-
-    def _submit(self, coroutine: Awaitable[T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        if not self._thread.is_alive():
-            self._loop.close()
+    def __exit__(self, *exc: object) -> None:
+        self._runner.__exit__(*exc)
 
     def __call__(self, task: ShardTask[Path]) -> Iterator[Row]:
         assert self.recipe is not None, "use LLMShards as a context manager"
         tally = Tally()
-        pending: deque[Future[Outcome]] = deque()
-        try:
-            for trace in read_traces(task, self.limits):
-                pending.append(self._submit(self.recipe.annotate(trace)))
-                if len(pending) >= self.window:
-                    yield self._finish(pending.popleft(), tally)
-            while pending:
-                yield self._finish(pending.popleft(), tally)
-        finally:
-            for future in pending:  # interrupted or failed: stop what this shard still had in flight
-                future.cancel()
+        outcomes = self._runner.map_ordered(self.recipe.annotate, read_traces(task, self.limits), self.window)
+        with closing(outcomes):  # interrupted or failed: stop what this shard still has in flight
+            for outcome in outcomes:
+                yield self._finish(outcome, tally)
         write_shard_tally(self.out_dir, task.name, tally)
 
-    def _finish(self, future: Future[Outcome], tally: Tally) -> Row:
-        outcome = future.result()
+    def _finish(self, outcome: Outcome, tally: Tally) -> Row:
         refused = isinstance(outcome.item, Quarantined) and outcome.item.reason == "request_rejected"
         self._refusals = self._refusals + 1 if refused else 0
         if self._refusals >= REFUSAL_STREAK:
