@@ -184,7 +184,7 @@ def _run_llm(
     concurrency: int,
     cache_dir: Path | None,
 ) -> None:
-    from openmementos.llm import LLMEngine, LLMSettings, ResponseCache, relax_gc
+    from openmementos.llm import ChatCompleter, LLMEngine, LLMSettings, ResponseCache, relax_gc
     from openmementos.schema import SegmentedTrace
     from openmementos.segment.llm_scorer import LLMScorer, LLMShards
     from openmementos.segment.stage import STAGE
@@ -196,19 +196,23 @@ def _run_llm(
         cache_path = cache.path
     tasks, selection = _tasks(in_dir, shard)
     relax_gc()  # many requests in flight: see there
-    process = LLMShards(lambda: LLMEngine(llm, cache=cache_path), model, window, second_window, settings)
-    stage = Stage(
-        name=STAGE,
-        out_dir=out_dir,
-        model=SegmentedTrace,
-        process=process,
-        options={**settings.options(), **LLMScorer.options(model, window, second_window)},
-        description=f"segment (llm {model})",
-    )
-    try:
-        manifest = stage.run(tasks, selection)
-    finally:
-        typer.echo(process.tally.render())
+
+    async def open_engine() -> ChatCompleter:
+        return LLMEngine(llm, cache=cache_path)
+
+    with LLMShards(open_engine, model, window, second_window, settings) as process:
+        stage = Stage(
+            name=STAGE,
+            out_dir=out_dir,
+            model=SegmentedTrace,
+            process=process,
+            options={**settings.options(), **LLMScorer.options(model, window, second_window)},
+            description=f"segment (llm {model})",
+        )
+        try:
+            manifest = stage.run(tasks, selection)
+        finally:
+            typer.echo(process.tally.render())
     _report(manifest, out_dir)
 
 

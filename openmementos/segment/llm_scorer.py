@@ -15,23 +15,25 @@ Sentences longer than `MAX_SENTENCE_CHARS` are shown with their middle elided: a
 how one sentence ends and the next begins. The instructions are `prompts/boundary_scores.md`; its text
 and the framing below are hashed into the scorer's name, recorded in every row.
 
-`LLMShards` runs the scorer on shards: traces are read in chunks, each chunk scored concurrently on an
-event loop (the engine bounds the requests in flight and caches every answer, so a rerun pays nothing
-twice), then cut into blocks in input order.
+`LLMShards` runs the scorer on shards with one engine for the whole run, on an event loop in a
+background thread (`llm.runner`): traces stream through a window of traces in flight (the engine bounds
+the requests in flight and caches every answer, so a rerun pays nothing twice) and are cut into blocks
+in input order as their scores arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, MalformedAnswer, RequestRejected, extract_json
+from openmementos.llm import ChatCompleter, ChatRequest, EngineStats, MalformedAnswer, RequestRejected, extract_json
+from openmementos.llm.runner import EngineThread
 from openmementos.resources import content_hash, read_prompt
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
 from openmementos.segment.scorers import BoundaryScores, HeuristicScorer
@@ -115,25 +117,28 @@ def to_half_points(value: float) -> float:
 
 @dataclass
 class ScoringTally:
-    """What the LLM scorer did, for the run summary."""
+    """What the LLM scorer did, for the run summary; tokens and cost are the engine's (fresh answers)."""
 
+    engine: EngineStats = field(default_factory=EngineStats)
     traces: int = 0
     windows: int = 0
     reasked: int = 0
     fallback_windows: int = 0
     traces_with_fallback: int = 0
     requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
     refusals: list[str] = field(default_factory=list)
 
-    def add_result(self, result: ChatResult) -> None:
-        self.requests += 1
-        if not result.cached:
-            self.prompt_tokens += result.prompt_tokens
-            self.completion_tokens += result.completion_tokens
-            self.cost_usd += result.cost_usd
+    @property
+    def prompt_tokens(self) -> int:
+        return self.engine.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.engine.completion_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.engine.cost_usd
 
     def render(self) -> str:
         return (
@@ -153,7 +158,6 @@ class LLMScorer:
         model: str,
         window: int = 16,
         second_window: int | None = None,
-        tally: ScoringTally | None = None,
     ) -> None:
         if window < 2 or (second_window is not None and (second_window < 2 or math.gcd(window, second_window) != 1)):
             raise ValueError(f"windows must be >= 2 and coprime, got {window} and {second_window}")
@@ -161,7 +165,7 @@ class LLMScorer:
         self.model = model
         self.window = window
         self.second_window = second_window
-        self.tally = tally or ScoringTally()
+        self.tally = ScoringTally(engine.stats)
         self.heuristic = HeuristicScorer()
 
     @property
@@ -236,7 +240,7 @@ class LLMScorer:
             except RequestRejected as refused:
                 self.tally.refusals.append(str(refused))
                 break
-            self.tally.add_result(result)
+            self.tally.requests += 1
             try:
                 return parse_scores(result.text, count)
             except ValueError as problem:
@@ -253,34 +257,45 @@ class LLMScorer:
 
 
 class LLMShards:
-    """The shard processor of the LLM scorer (runs in the main process; concurrency comes from asyncio).
+    """The shard processor of the LLM scorer: one engine for the whole run, on a background event loop.
 
-    `open_engine` makes a fresh engine for each chunk of traces (each chunk runs on its own event loop).
+    Use as a context manager around `Stage.run` (one process, `workers=1`: concurrency comes from the
+    loop). `open_engine` is awaited on the loop to build the engine, so its clients bind to that loop.
+    Up to `traces_in_flight` traces are scored at once; rows come back in input order.
     """
 
     def __init__(
         self,
-        open_engine: Callable[[], ChatCompleter],
+        open_engine: Callable[[], Awaitable[ChatCompleter]],
         model: str,
         window: int,
         second_window: int | None,
         settings: SegmentSettings,
-        chunk: int = 256,
+        traces_in_flight: int = 256,
     ) -> None:
-        self.open_engine = open_engine
         self.model = model
         self.window = window
         self.second_window = second_window
         self.settings = settings
-        self.chunk = chunk
+        self.traces_in_flight = traces_in_flight
+        self._runner = EngineThread(open_engine, name="segment-loop")
         self.tally = ScoringTally()
+        self.scorer: LLMScorer | None = None
+
+    def __enter__(self) -> LLMShards:
+        self.scorer = LLMScorer(self._runner.__enter__().engine, self.model, self.window, self.second_window)
+        self.tally = self.scorer.tally
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._runner.__exit__(*exc)
 
     def __call__(self, task: ShardTask[Path]) -> Iterator[SegmentedTrace | Quarantined]:
-        traces = iter_records(task.source, SourceTrace)
-        for chunk in iter(lambda: list(itertools.islice(traces, self.chunk)), []):
-            splits = [_split(trace) for trace in chunk]
-            scored = asyncio.run(self._score(splits))
-            for trace, split, scores in zip(chunk, splits, scored, strict=True):
+        assert self.scorer is not None, "use LLMShards as a context manager"
+        traces = ((trace, _split(trace)) for trace in iter_records(task.source, SourceTrace))
+        scored = self._runner.map_ordered(self._score, traces, self.traces_in_flight)
+        with closing(scored):  # interrupted or failed: stop what this shard still has in flight
+            for (trace, split), scores in scored:
                 try:
                     if isinstance(split, TraceRejected):
                         raise split
@@ -296,20 +311,16 @@ class LLMShards:
             f"{name};heuristic_windows={scores.fallback_windows}/{scores.windows}" if scores.fallback_windows else name
         )
 
-    async def _score(self, splits: list[Split | TraceRejected]) -> list[BoundaryScores | None]:
-        engine = self.open_engine()
-        scorer = LLMScorer(engine, self.model, self.window, self.second_window, self.tally)
-
-        async def one(split: Split | TraceRejected) -> BoundaryScores | None:
-            return None if isinstance(split, TraceRejected) else await scorer.score(split[1])
-
-        try:
-            return list(await asyncio.gather(*(one(split) for split in splits)))
-        finally:
-            await engine.close()
+    async def _score(self, item: Prepared) -> tuple[Prepared, BoundaryScores | None]:
+        """Score one trace's boundaries (on the loop); a trace that could not be split passes through."""
+        assert self.scorer is not None
+        _, split = item
+        return item, None if isinstance(split, TraceRejected) else await self.scorer.score(split[1])
 
 
 Split = tuple[list[Span], list[str]]
+Prepared = tuple[SourceTrace, Split | TraceRejected]
+"""A trace read from its shard with its sentences (split in the main thread, before scoring)."""
 
 
 def _split(trace: SourceTrace) -> Split | TraceRejected:
