@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from openmementos.commands import exit_interrupted
+
 if TYPE_CHECKING:
     from openmementos.annotate.accounting import LiveStatus
     from openmementos.llm import ChatCompleter
@@ -249,8 +251,7 @@ def _finish(stage: Any, tasks: Any, selection: Any, live: LiveStatus, *, thresho
             path = write_summary(stage.out_dir, data)
             _print_summary(data, path, interrupted)
     if interrupted:
-        typer.secho("interrupted: finished shards and every answer received are kept; rerun to resume.", err=True)
-        raise typer.Exit(130)
+        exit_interrupted()
 
 
 def _print_summary(data: dict[str, Any], path: Path, interrupted: bool) -> None:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from openmementos.commands import resumable_on_interrupt
+
 if TYPE_CHECKING:
     from openmementos.download import DownloadResult
 
@@ -173,7 +175,8 @@ def download(
             shard=ShardSelection.parse(shard),
             workers=workers or min(8, os.cpu_count() or 1),
         )
-        result = run_download(request)
+        with resumable_on_interrupt():
+            result = run_download(request)
     except (ValueError, StageError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from error

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from openmementos.commands import resumable_on_interrupt
+
 if TYPE_CHECKING:
     from openmementos.segment.stage import SegmentSettings
 
@@ -168,7 +170,9 @@ def _run_heuristic(in_dir: Path, out_dir: Path, settings: SegmentSettings, worke
         workers=workers,
         description="segment (heuristic)",
     )
-    _report(stage.run(tasks, selection), out_dir)
+    with resumable_on_interrupt():
+        manifest = stage.run(tasks, selection)
+    _report(manifest, out_dir)
 
 
 def _run_llm(
@@ -210,7 +214,8 @@ def _run_llm(
             description=f"segment (llm {model})",
         )
         try:
-            manifest = stage.run(tasks, selection)
+            with resumable_on_interrupt():
+                manifest = stage.run(tasks, selection)
         finally:
             typer.echo(process.tally.render())
     _report(manifest, out_dir)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from openmementos.commands import resumable_on_interrupt
+
 if TYPE_CHECKING:
     from openmementos.validate import ValidationReport
 
@@ -54,7 +56,8 @@ def validate(
     except ValidationError as error:
         raise typer.BadParameter(error.errors()[0]["msg"]) from None
     try:
-        manifest = run_validate(in_dir, out_dir, rules, workers=workers)
+        with resumable_on_interrupt():
+            manifest = run_validate(in_dir, out_dir, rules, workers=workers)
     except StageError as error:
         raise typer.BadParameter(str(error)) from None
     result = build_report(manifest, out_dir)
