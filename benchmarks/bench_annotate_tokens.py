@@ -23,6 +23,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import support_path  # noqa: F401  (tests/ on the path, for `support`)
+from support.openai_standin import Faults, OpenAIStandIn, Reply
 from typer.testing import CliRunner
 
 from openmementos.annotate.extractive import extractive_memento
@@ -31,7 +33,6 @@ from openmementos.llm import PriceTable
 from openmementos.resources import sample_traces
 from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.shards import ShardTask, Stage
-from openmementos.testing.openai_standin import Faults, OpenAIStandIn, Reply
 from openmementos.tokens import count_tokens
 
 MODEL = "gpt-4.1-mini"

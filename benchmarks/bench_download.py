@@ -21,6 +21,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import support_path  # noqa: F401  (tests/ on the path, for `support`)
+
 SHARD_ROWS = 10_000
 
 
@@ -69,7 +71,7 @@ def main() -> None:
         print(json.dumps(child(mode, Path(data), Path(out), int(rows))))
         return
 
-    from openmementos.testing.ot3_rows import write_ot3_parquet
+    from support.ot3_rows import write_ot3_parquet
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import support_path  # noqa: F401  (tests/ on the path, for `support`)
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "out" / "demo" / "published"
 PAPER_RATIO = 2.5
@@ -43,7 +45,7 @@ def load_rows(data: Path | None, limit: int) -> tuple[list[dict], str]:
         return [rows[i] for i in range(count)], f"{folder} ({count} of {len(rows)} rows)"
     if data is not None:
         sys.exit(f"no published dataset at {data}")
-    from openmementos.testing.tiny_model import memento_rows
+    from support.tiny_model import memento_rows
 
     note = f"synthetic rows (no demo dataset at {folder}; run `make demo` first for real traces)"
     return memento_rows(24 if limit <= 0 else min(limit, 24), blocks_per_row=6), note
@@ -64,13 +66,13 @@ def main() -> None:
     parser.add_argument("--per-token", action="store_true", help="feed the response one token at a time")
     args = parser.parse_args()
 
+    from support.tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from openmementos.format import parse_response
     from openmementos.infer.hf import EvictingDecoder
     from openmementos.kvsim import simulate_kv
     from openmementos.stats import figures_from_texts
-    from openmementos.testing.tiny_model import build_tiny_model
     from openmementos.train.attention import DelimiterIds
     from openmementos.train.data import encode_conversations, encode_prompt
     from openmementos.train.special_tokens import prepare_model_and_tokenizer

@@ -21,8 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import support_path  # noqa: F401  (tests/ on the path, for `support`)
+from support.openai_standin import Faults, OpenAIStandIn
+
 from openmementos.llm import ChatRequest, EngineStats, LLMEngine, LLMSettings, PriceTable, ResponseCache, relax_gc
-from openmementos.testing.openai_standin import Faults, OpenAIStandIn
 
 PRICES = PriceTable({"bench-model": (0.0, 0.0), "warmup": (0.0, 0.0)})
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from annotate_support import assert_each_once, make_trace, read_output, responder, write_segmented
+from support.annotate_script import assert_each_once, make_trace, read_output, responder, write_segmented
+from support.openai_standin import FaultRule, Faults, OpenAIStandIn
 from typer.testing import CliRunner
 
 from openmementos.cli import app
-from openmementos.testing.openai_standin import FaultRule, Faults, OpenAIStandIn
 
 
 def annotate(in_dir: Path, out_dir: Path, base_url: str, *extra: str) -> str:

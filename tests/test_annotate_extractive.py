@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from annotate_support import make_trace
+from support.annotate_script import make_trace
 
 from openmementos.annotate.asciimath import to_ascii_math
 from openmementos.annotate.extractive import (

@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 
 import pytest
-from annotate_support import assert_each_once, make_trace, read_output, responder, write_segmented
+from support.annotate_script import assert_each_once, make_trace, read_output, responder, write_segmented
+from support.openai_standin import FaultRule, Faults, OpenAIStandIn
 from typer.testing import CliRunner
 
 from openmementos.annotate.accounting import LiveStatus
@@ -29,7 +30,6 @@ from openmementos.cli import app
 from openmementos.llm import ChatRequest, ChatResult, EngineStats, RequestRejected, RetriesExhausted
 from openmementos.schema import AnnotatedTrace
 from openmementos.shards import Quarantined, ShardTask, Stage, StageError
-from openmementos.testing.openai_standin import FaultRule, Faults, OpenAIStandIn
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 

@@ -10,10 +10,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from annotate_support import assert_each_once, make_trace, responder, write_segmented
+from support.annotate_script import assert_each_once, make_trace, responder, write_segmented
+from support.openai_standin import Faults, OpenAIStandIn
 
 from openmementos.shards import read_manifest
-from openmementos.testing.openai_standin import Faults, OpenAIStandIn
 
 FAULTS = Faults(latency_s=0.15)
 

@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from support.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 from openmementos.download import DownloadRequest, run_download
 from openmementos.download.mapping import ColumnMapping
@@ -22,7 +23,6 @@ from openmementos.shards import (
     read_manifest,
     read_quarantine,
 )
-from openmementos.testing.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 ROWS, SHARDS = 300, 3

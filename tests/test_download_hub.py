@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.hub_standin import HubStandin
+from support.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 from openmementos.schema import SourceTrace
 from openmementos.shards import iter_stage, read_manifest, read_quarantine
-from openmementos.testing.hub_standin import HubStandin
-from openmementos.testing.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 REPO = "synthetic/OpenThoughts3-mini"
 ROWS, SHARDS = 900, 6

@@ -15,8 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from openmementos.testing.hub_standin import HubStandin
+from support.hub_standin import HubStandin
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 from huggingface_hub import CommitOperationAdd, HfApi, HfFileSystem  # noqa: E402

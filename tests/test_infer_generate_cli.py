@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from support.tiny_model import tiny_model_path
 from typer.testing import CliRunner
 
 from openmementos.cli import app
-from openmementos.testing.tiny_model import tiny_model_path
 from openmementos.train.special_tokens import prepare_model_and_tokenizer
 
 

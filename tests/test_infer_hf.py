@@ -5,10 +5,10 @@ import itertools
 
 import pytest
 import torch
+from support.tiny_model import memento_rows, tiny_model_path
 
 from openmementos.infer.hf import EvictingDecoder, generate_hf, make_sampler
 from openmementos.kvsim import simulate_kv
-from openmementos.testing.tiny_model import memento_rows, tiny_model_path
 from openmementos.train.attention import DelimiterIds, memento_attention_mask, to_model_mask
 from openmementos.train.data import IGNORE_INDEX, encode_conversations
 from openmementos.train.special_tokens import prepare_model_and_tokenizer

@@ -22,11 +22,11 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import json  # noqa: E402
 
+from support.tiny_model import memento_rows, memorised_memento_model  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from openmementos.cli import app  # noqa: E402
 from openmementos.format import parse_response  # noqa: E402
-from openmementos.testing.tiny_model import memento_rows, memorised_memento_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

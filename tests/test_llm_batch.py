@@ -8,11 +8,11 @@ from collections import Counter
 
 import openai
 import pytest
-from llm_support import TEST_KEY, complete_all, fast_settings, hash_of, questions, run
+from support.llm_helpers import TEST_KEY, complete_all, fast_settings, hash_of, questions, run
+from support.openai_standin import FaultRule, Faults, OpenAIStandIn, Reply
 
 from openmementos.llm import BatchEngine, BatchItemFailed, PriceTable, ResponseCache
 from openmementos.llm.batch import LEDGER_FILENAME, BatchLedger
-from openmementos.testing.openai_standin import FaultRule, Faults, OpenAIStandIn, Reply
 
 FILES = "POST /v1/files"
 BATCHES = "POST /v1/batches"

@@ -11,15 +11,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from llm_support import hash_of, questions
+from support.llm_helpers import hash_of, questions
+from support.openai_standin import Faults, OpenAIStandIn
 
 from openmementos.llm import ResponseCache
-from openmementos.testing.openai_standin import Faults, OpenAIStandIn
 
 COUNT = 60
 DRIVER = """
 import asyncio, sys
-from llm_support import complete_all, fast_settings, questions
+from support.llm_helpers import complete_all, fast_settings, questions
 from openmementos.llm import LLMEngine
 
 async def main(url, cache_path):

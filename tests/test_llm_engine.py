@@ -8,7 +8,8 @@ import time
 from collections import Counter
 
 import pytest
-from llm_support import complete_all, fast_settings, hash_of, questions, run
+from support.llm_helpers import complete_all, fast_settings, hash_of, questions, run
+from support.openai_standin import ErrorReply, FaultRule, Faults, OpenAIStandIn, Reply
 
 from openmementos.llm import (
     ChatRequest,
@@ -18,7 +19,6 @@ from openmementos.llm import (
     ResponseCache,
     RetriesExhausted,
 )
-from openmementos.testing.openai_standin import ErrorReply, FaultRule, Faults, OpenAIStandIn, Reply
 
 
 def _closed_port() -> int:

@@ -6,11 +6,11 @@ import logging
 import traceback
 
 import pytest
-from llm_support import complete_all, fast_settings, questions, run
+from support.llm_helpers import complete_all, fast_settings, questions, run
+from support.openai_standin import FaultRule, Faults, OpenAIStandIn
 
 from openmementos.llm import BatchEngine, LLMEngine, LLMSettings, RetriesExhausted, redact
 from openmementos.llm.batch import LEDGER_FILENAME
-from openmementos.testing.openai_standin import FaultRule, Faults, OpenAIStandIn
 
 CANARY = "sk-LEAKCANARY-0123456789abcdefXYZ"
 

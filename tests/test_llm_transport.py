@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from llm_support import fast_settings, questions, run
+from support.llm_helpers import fast_settings, questions, run
+from support.openai_standin import OpenAIStandIn
 
 from openmementos.llm import LLMEngine
 from openmementos.llm.transport import KeepAliveTransport, httpx, uses_keepalive_transport
-from openmementos.testing.openai_standin import OpenAIStandIn
 
 COMPLETION = json.dumps(
     {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], "usage": {}}

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from annotated_traces import make_trace, write_stage
+from support.annotated_traces import make_trace, write_stage
 from typer.testing import CliRunner
 
 from openmementos.cli import app

@@ -10,12 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from annotated_traces import make_trace, write_stage
+from support.annotated_traces import make_trace, write_stage
+from support.hub_standin import HubStandin
 from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.publish import PublishError, PublishSettings, publish
-from openmementos.testing.hub_standin import HubStandin
 from openmementos.validate import run_validate
 
 TOKEN = "secret-test-token-123"

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trace_builders import write_stage_folder
+from support.openai_standin import OpenAIStandIn
+from support.trace_builders import write_stage_folder
 from typer.testing import CliRunner
 
 from openmementos.cli import app
@@ -26,7 +27,6 @@ from openmementos.segment.llm_scorer import (
 )
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.shards import iter_stage, read_manifest
-from openmementos.testing.openai_standin import OpenAIStandIn
 
 MODEL = "scorer-test-model"
 _MARK = re.compile(r"<<B(\d+)>>\n\[S\d+\] (.*)")

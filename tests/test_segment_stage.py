@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from trace_builders import write_stage_folder
+from support.trace_builders import write_stage_folder
 from typer.testing import CliRunner
 
 from openmementos.cli import app

@@ -6,7 +6,7 @@ import json
 import statistics
 
 import pytest
-from annotated_traces import make_trace, write_stage
+from support.annotated_traces import make_trace, write_stage
 from typer.testing import CliRunner
 
 from openmementos.cli import app

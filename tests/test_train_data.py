@@ -1,8 +1,8 @@
 """ChatML formatting: the loss covers the assistant tokens only; the collator builds each stage's batch."""
 
 import torch
+from support.tiny_model import memento_rows, tiny_model_path
 
-from openmementos.testing.tiny_model import memento_rows, tiny_model_path
 from openmementos.train.attention import DelimiterIds, memento_attention_mask
 from openmementos.train.data import IGNORE_INDEX, MementoCollator, chat_prompt, encode_conversations, encode_prompt
 from openmementos.train.special_tokens import prepare_model_and_tokenizer

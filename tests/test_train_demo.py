@@ -4,11 +4,11 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from support.tiny_model import tiny_model_path
 from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.format import SUMMARY_END
-from openmementos.testing.tiny_model import tiny_model_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

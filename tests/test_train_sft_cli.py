@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from support.tiny_model import memento_rows, tiny_model_path, write_dataset
 from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.format import parse_response
-from openmementos.testing.tiny_model import memento_rows, tiny_model_path, write_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from support.tiny_model import tiny_model_path
 
 from openmementos.format import DELIMITERS
-from openmementos.testing.tiny_model import tiny_model_path
 from openmementos.train.special_tokens import (
     CHAT_START,
     NOISE_SCALE,

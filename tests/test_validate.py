@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from annotated_traces import make_trace, write_shards, write_stage
+from support.annotated_traces import make_trace, write_shards, write_stage
 from typer.testing import CliRunner
 
 from openmementos.cli import app

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from trace_builders import build_segmented, sentence, write_stage_folder
 
 from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview, Usage
 from openmementos.shards import Manifest
 from openmementos.tokens import count_tokens
+from support.trace_builders import build_segmented, sentence, write_stage_folder
 
 DOMAINS = ("math", "code", "science")
 WORDS = 18

@@ -21,11 +21,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trace_builders import build_segmented, sentence, write_stage_folder
-
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
 from openmementos.shards import iter_records, read_quarantine
-from openmementos.testing.openai_standin import Reply
+from support.openai_standin import Reply
+from support.trace_builders import build_segmented, sentence, write_stage_folder
 
 _SEGMENT = re.compile(r'<segment id="(\d+)">\n(.*?)\n</segment>', re.DOTALL)
 _SEGMENT_ONLY = re.compile(r"<segment>\n(.*?)\n</segment>", re.DOTALL)

@@ -26,7 +26,7 @@ Use it as a context manager::
 
 ``process=True`` runs it in a subprocess (its own core; the responder is then given as a
 ``"package.module:function"`` string). The command line is
-``python -m openmementos.testing.openai_standin --faults JSON --responder MOD:FN``.
+``python -m support.openai_standin --faults JSON --responder MOD:FN`` (with tests/ on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CHAT_ROUTE = "POST /v1/chat/completions"
@@ -638,10 +639,13 @@ class OpenAIStandIn:
             raise RuntimeError("the OpenAI stand-in did not start")
 
     def _start_process(self) -> None:
-        command = [sys.executable, "-m", "openmementos.testing.openai_standin", "--faults", self.faults.to_json()]
+        command = [sys.executable, "-m", "support.openai_standin", "--faults", self.faults.to_json()]
         if self._responder is not None:
             command += ["--responder", str(self._responder)]
-        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        tests_dir = str(Path(__file__).resolve().parents[1])  # `support` is a package under tests/
+        path = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:

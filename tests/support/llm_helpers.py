@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, LLMSettings
-from openmementos.testing.openai_standin import messages_hash
+from support.openai_standin import messages_hash
 
 T = TypeVar("T")
 
