@@ -15,7 +15,7 @@ $(BIN)/.core: pyproject.toml
 # torch first, pinned to the CPU wheel on local disk: a bare range would pull a multi-GB CUDA build.
 $(BIN)/.dev: $(BIN)/.core
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,train]'
+	$(BIN)/pip install -q -e '.[dev,train,ray]'
 	touch $@
 
 ## Run the whole pipeline on the embedded sample, offline, and load the result with `datasets`.

@@ -31,17 +31,17 @@ from openmementos.annotate.extractive import extractive_memento
 from openmementos.cli import app
 from openmementos.llm import PriceTable
 from openmementos.resources import sample_traces
+from openmementos.runtime.stage import ShardTask, Stage
 from openmementos.schema import SegmentedTrace, SourceTrace
-from openmementos.shards import ShardTask, Stage
 from openmementos.tokens import count_tokens
 
 MODEL = "gpt-4.1-mini"
 MIN_BLOCK_TOKENS = 300
 FIRST_PASS_RATE, REFINED_PASS_RATE = 0.28, 0.90
-_SEGMENT = re.compile(r'<segment id="(\d+)">\n(.*?)\n</segment>', re.DOTALL)
-_SEGMENT_ONLY = re.compile(r"<segment>\n(.*?)\n</segment>", re.DOTALL)
+_BLOCK = re.compile(r'<block id="(\d+)">\n(.*?)\n</block>', re.DOTALL)
+_BLOCK_ONLY = re.compile(r"<block>\n(.*?)\n</block>", re.DOTALL)
 _MEMENTO = re.compile(r"<memento>\n(.*?)\n</memento>", re.DOTALL)
-_REASKED = re.compile(r"exactly these segments \(([\d, ]+)\)")
+_REASKED = re.compile(r"exactly these blocks \(([\d, ]+)\)")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -103,8 +103,8 @@ def _verdict(score: float) -> str:
 def _answer(body: dict[str, Any]) -> str:
     messages = body["messages"]
     system, user, last = messages[0]["content"], messages[1]["content"], messages[-1]["content"]
-    if "numbered segments" in user:
-        segments = dict(_SEGMENT.findall(user))
+    if "numbered blocks" in user:
+        segments = dict(_BLOCK.findall(user))
         wanted = _REASKED.search(last).group(1).split(", ") if len(messages) > 2 else list(segments)
         items = [{"id": int(key), "memento": extractive_memento(segments[key])} for key in wanted]
         return json.dumps({"mementos": items})
@@ -130,7 +130,7 @@ def annotate(in_dir: Path, out_dir: Path, base_url: str, *extra: str) -> dict[st
     result = CliRunner().invoke(app, [*args, *extra])
     if result.exit_code != 0:
         raise SystemExit(result.output)
-    return json.loads((out_dir / "annotate_summary.json").read_text())
+    return json.loads((out_dir / "annotate_report.json").read_text())
 
 
 def main() -> None:

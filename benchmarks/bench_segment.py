@@ -32,13 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openmementos.resources import sample_traces
+from openmementos.runtime.stage import ShardTask, Stage
 from openmementos.schema import SourceTrace
 from openmementos.segment.explain import BlockStatistics
 from openmementos.segment.partition import optimal_partition
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.segment.sentences import split_sentences
 from openmementos.segment.stage import SegmentSettings, segment_trace
-from openmementos.shards import ShardTask, Stage
 from openmementos.tokens import count_tokens, get_encoding
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"

@@ -1,13 +1,18 @@
 """The `openmementos` command line. Each command lives in `openmementos.commands.<name>`.
 
-Command modules import heavy libraries (datasets, torch, openai) inside the command body, so
-`openmementos --help` stays fast.
+A stage command is a function of its request model (`openmementos.options`); `commands.adapter.command`
+turns it into a Typer command whose options are the request's fields. Command modules import the heavy
+libraries (datasets, torch, openai) inside the command body, so `openmementos --help` stays fast.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
+from openmementos.commands.adapter import command
 from openmementos.commands.annotate import annotate
 from openmementos.commands.download import download
 from openmementos.commands.generate import generate
@@ -17,6 +22,16 @@ from openmementos.commands.segment import segment
 from openmementos.commands.sft import sft
 from openmementos.commands.stats import stats
 from openmementos.commands.validate import validate
+
+STAGE_COMMANDS: dict[str, Callable[[Any], None]] = {
+    "download": download,
+    "segment": segment,
+    "annotate": annotate,
+    "validate": validate,
+    "stats": stats,
+    "publish": publish,
+}
+"""The pipeline's stages, in order: what `openmementos run` calls with each stage's request."""
 
 app = typer.Typer(
     name="openmementos",
@@ -33,5 +48,7 @@ app = typer.Typer(
 )
 
 # In pipeline order: that is how `--help` lists them.
-for command in (download, segment, annotate, validate, stats, publish, run, sft, generate):
-    app.command()(command)
+for function in (*STAGE_COMMANDS.values(), run):
+    app.command()(command(function))
+for function in (sft, generate):
+    app.command()(function)

@@ -17,33 +17,58 @@ be left out). Each writes to `<workdir>/<stage>` and reads the folder of the sta
 and `out_dir` override that (the first stage of a pipeline without `download` needs `in_dir`).
 Relative paths are relative to the folder you run from, as on the command line.
 
-A stage's options are exactly its command's options, with dashes as underscores (`min_block_tokens`,
-`lambda`, `no_judge`), so `openmementos <stage> --help` documents them. They are validated against
-the command's signature before anything runs. Every stage resumes where it stopped, so rerunning a
-pipeline after a crash or Ctrl-C continues it. Secrets never go in the file: API keys and Hub tokens
-come from the environment (`OPENAI_API_KEY`, `HF_TOKEN`).
+A stage's options are the fields of its request model (`DownloadRequest`, `SegmentRequest`, ...), which
+are also its command's options with dashes as underscores (`min_block_tokens`, `lambda`, `judge`), so
+`openmementos <stage> --help` documents them. Every stage is checked before anything runs, and runs
+through the library (`run_<stage>`). Every stage resumes where it stopped, so rerunning a pipeline after
+a crash or Ctrl-C continues it. Secrets never go in the file: API keys and Hub tokens come from the
+environment (`OPENAI_API_KEY`, `HF_TOKEN`).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-STAGES = ("download", "segment", "annotate", "validate", "stats", "publish")
-"""Every stage a pipeline can run, in the order they run."""
+from openmementos import annotate, download, publish, segment, stats_request, validate
+from openmementos.annotate.request import AnnotateRequest
+from openmementos.download.request import DownloadRequest
+from openmementos.llm.errors import LLMError
+from openmementos.options import Request, cli_of
+from openmementos.publish.request import PublishRequest
+from openmementos.runtime.manifest import StageError
+from openmementos.segment.request import SegmentRequest
+from openmementos.stats_request import StatsRequest
+from openmementos.validate.request import ValidateRequest
 
+REQUESTS: dict[str, type[Request]] = {
+    "download": DownloadRequest,
+    "segment": SegmentRequest,
+    "annotate": AnnotateRequest,
+    "validate": ValidateRequest,
+    "stats": StatsRequest,
+    "publish": PublishRequest,
+}
+"""Every stage a pipeline can run, in the order they run, with its request model."""
+
+RUNNERS: dict[str, Callable[[Any], Any]] = {
+    "download": lambda request: download.run_download(request),
+    "segment": lambda request: segment.run_segment(request),
+    "annotate": lambda request: annotate.run_annotate(request),
+    "validate": lambda request: validate.run_validate(request),
+    "stats": lambda request: stats_request.run_stats(request),
+    "publish": lambda request: publish.run_publish(request),
+}
+"""Each stage's library entry point (the packages import their modules on first use)."""
+
+STAGES = tuple(REQUESTS)
 PRODUCES_FOLDER = {"download", "segment", "annotate", "validate"}
 """Stages whose output folder the next stage reads (stats and publish only read)."""
-
-SECRETS = {"api_key": "OPENAI_API_KEY", "token": "HF_TOKEN"}
-"""Options that must come from the environment, never from a pipeline file."""
 
 
 class PipelineError(ValueError):
@@ -51,7 +76,7 @@ class PipelineError(ValueError):
 
 
 class PipelineFile(BaseModel):
-    """The shape of a pipeline file (stage options are checked against each command afterwards)."""
+    """The shape of a pipeline file (stage options are checked against each stage's request)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,65 +100,22 @@ class PipelineFile(BaseModel):
 
 @dataclass(frozen=True)
 class StageCall:
-    """One stage, ready to run: its command function and every argument."""
+    """One stage, ready to run: its request, and what the pipeline file set (plus the chained folders)."""
 
     name: str
-    function: Callable[..., None]
-    arguments: dict[str, Any]
-    """Every parameter of the command function."""
+    request: Request
     given: dict[str, Any]
-    """What the pipeline file set, and the folders the runner chained."""
 
     @property
     def in_dir(self) -> Path | None:
-        return self.arguments.get("in_dir")
+        return getattr(self.request, "in_dir", None)
 
     @property
     def out_dir(self) -> Path | None:
-        return self.arguments.get("out_dir") or self.arguments.get("to")
+        return getattr(self.request, "out_dir", None) or getattr(self.request, "to", None)
 
 
 # --------------------------------------------------------------------------- reading a pipeline
-
-
-def command(stage: str) -> Callable[..., None]:
-    """The Typer command function of a stage (`openmementos.commands.<stage>.<stage>`)."""
-    return getattr(importlib.import_module(f"openmementos.commands.{stage}"), stage)
-
-
-def option_key(name: str, parameter: inspect.Parameter) -> str:
-    """The pipeline-file key of a command parameter: its long CLI option with dashes as underscores."""
-    info = _typer_info(parameter)
-    # Inside Annotated, typer reads a string first argument of Option(...) as a declaration too.
-    first = getattr(info, "default", None)
-    declarations = [*([first] if isinstance(first, str) else []), *(getattr(info, "param_decls", None) or ())]
-    declared = [d for d in declarations if d.startswith("--")]
-    return declared[0].removeprefix("--").replace("-", "_") if declared else name
-
-
-def _typer_info(parameter: inspect.Parameter) -> Any:
-    if get_origin(parameter.annotation) is Annotated:
-        return next(iter(get_args(parameter.annotation)[1:]), None)
-    return None
-
-
-def options_model(stage: str, function: Callable[..., None]) -> type[BaseModel]:
-    """A pydantic model of a command's options, built from its signature (types, defaults, bounds, help)."""
-    fields: dict[str, Any] = {}
-    for name, parameter in inspect.signature(function, eval_str=True).parameters.items():
-        info = _typer_info(parameter)
-        base = get_args(parameter.annotation)[0] if info is not None else parameter.annotation
-        bounds = {
-            key: value
-            for key, value in (("ge", getattr(info, "min", None)), ("le", getattr(info, "max", None)))
-            if value is not None
-        }
-        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
-        field = Field(default, description=getattr(info, "help", None), validation_alias=option_key(name, parameter))
-        fields[name] = (Annotated[base, Field(**bounds)] if bounds else base, field)
-    return create_model(
-        f"{stage}_options", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields
-    )
 
 
 def load_pipeline(path: Path) -> list[StageCall]:
@@ -151,41 +133,50 @@ def load_pipeline(path: Path) -> list[StageCall]:
     return plan(spec, path)
 
 
+def secret_keys(request_type: type[Request]) -> dict[str, str]:
+    """The pipeline keys of a request's secrets, and the environment variable each must come from."""
+    return {
+        request_type.key_of(name): env
+        for name, info in request_type.model_fields.items()
+        if (env := cli_of(info).secret_env) is not None
+    }
+
+
 def plan(spec: PipelineFile, path: Path | str = "pipeline") -> list[StageCall]:
     """Turn a checked pipeline file into stage calls, chaining each stage's input to the previous output."""
     calls: list[StageCall] = []
     previous: Path | None = None
     folders: list[Path] = []
     for stage, given in spec.stages.items():
+        request_type = REQUESTS[stage]
         options = dict(given or {})
-        for key, variable in SECRETS.items():
+        for key, variable in secret_keys(request_type).items():
             if key in options:
                 raise PipelineError(
                     f"{path}: stages.{stage}.{key}: secrets never go in a pipeline file; set ${variable} instead"
                 )
-        function = command(stage)
-        parameters = inspect.signature(function).parameters
-        if "in_dir" in parameters and "in_dir" not in options:
+        fields = request_type.model_fields
+        if "in_dir" in fields and "in_dir" not in options:
             if previous is None:
                 raise PipelineError(f"{path}: stages.{stage}: the first stage needs in_dir (or start with download)")
             options["in_dir"] = previous
-        if "out_dir" in parameters and "out_dir" not in options:
+        if "out_dir" in fields and "out_dir" not in options:
             options["out_dir"] = spec.workdir / stage
         if stage == "stats":
             options.setdefault("plots", spec.workdir / "stats")
         if stage == "publish":
             options.setdefault("lineage", list(folders))
         try:
-            arguments = options_model(stage, function).model_validate(options).model_dump()
+            request = request_type.model_validate(options)
         except ValidationError as error:
             hint = f" (see `openmementos {stage} --help`)" if "extra_forbidden" in str(error) else ""
             raise PipelineError(f"{path}: stages.{stage}: " + _errors(error) + hint) from None
-        call = StageCall(stage, function, arguments, options)
+        call = StageCall(stage, request, options)
         calls.append(call)
         if stage in PRODUCES_FOLDER:
-            previous = call.arguments["out_dir"]
+            previous = call.out_dir
             if stage != "validate":
-                folders.append(previous)
+                folders.append(previous)  # type: ignore[arg-type]
     return calls
 
 
@@ -199,12 +190,23 @@ def _errors(error: ValidationError) -> str:
 # --------------------------------------------------------------------------- running it
 
 
-def run_pipeline(
-    calls: Sequence[StageCall], start: str | None = None, stop: str | None = None, echo: Callable[[str], None] = print
-) -> None:
-    """Run the stage calls in order (from `start` to `stop`, inclusive); each stage resumes by itself."""
-    import typer
+def run_library(call: StageCall) -> Any:
+    """Run one stage through the library; its result."""
+    return RUNNERS[call.name](call.request)
 
+
+def run_pipeline(
+    calls: Sequence[StageCall],
+    start: str | None = None,
+    stop: str | None = None,
+    echo: Callable[[str], None] = print,
+    perform: Callable[[StageCall], Any] = run_library,
+) -> list[Any]:
+    """Run the stage calls in order (from `start` to `stop`, inclusive); each stage resumes by itself.
+
+    `perform` runs one call (default: the library; the CLI passes its commands, which also print).
+    Returns what each call returned.
+    """
     names = [call.name for call in calls]
     for bound in (start, stop):
         if bound is not None and bound not in names:
@@ -212,17 +214,12 @@ def run_pipeline(
     first = names.index(start) if start else 0
     last = names.index(stop) if stop else len(names) - 1
     chosen = calls[first : last + 1]
+    results = []
     for number, call in enumerate(chosen, start=1):
         where = " -> ".join(str(p) for p in (call.in_dir, call.out_dir) if p is not None)
         echo(f"== [{number}/{len(chosen)}] {call.name}: {where}")
         try:
-            call.function(**call.arguments)
-        except typer.Exit as stop_signal:
-            if stop_signal.exit_code:
-                raise PipelineError(f"stage {call.name} failed (exit status {stop_signal.exit_code})") from None
-        except typer.Abort:
-            raise PipelineError(f"stage {call.name} was aborted") from None
-        except Exception as error:
-            if not hasattr(error, "format_message"):  # not a usage error (BadParameter & co) of the stage
-                raise
-            raise PipelineError(f"stage {call.name}: {error.format_message()}") from None
+            results.append(perform(call))
+        except (StageError, LLMError, ValueError, OSError) as error:
+            raise PipelineError(f"stage {call.name}: {error}") from error
+    return results

@@ -25,8 +25,9 @@ from pydantic import BaseModel
 
 from openmementos.format import THINK_CLOSE, THINK_OPEN
 from openmementos.kvsim import KVFootprint, simulate_kv
+from openmementos.runtime.manifest import MANIFEST, data_files, iter_stage
+from openmementos.runtime.shardio import iter_records
 from openmementos.schema import AnnotatedTrace, FullRow, Usage
-from openmementos.shards import MANIFEST, data_files, iter_records, iter_stage
 from openmementos.tokens import DEFAULT_ENCODING, count_tokens
 
 ALL = "all"

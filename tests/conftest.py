@@ -10,6 +10,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the Ray executor tests start a local cluster
 
 from dataclasses import dataclass
 from pathlib import Path

@@ -41,7 +41,7 @@ def test_batch_run_matches_the_live_run_at_half_the_price(tmp_path: Path) -> Non
     live_rows, live_quarantine = read_output(tmp_path / "live")
     assert batch_quarantine == live_quarantine == {"trace-0003": "mementos_incomplete"}
     assert [(r.id, r.mementos, r.reviews) for r in batch_rows] == [(r.id, r.mementos, r.reviews) for r in live_rows]
-    batch_cost = json.loads((tmp_path / "batch" / "annotate_summary.json").read_text())["usage"]["total"]
-    live_cost = json.loads((tmp_path / "live" / "annotate_summary.json").read_text())["usage"]["total"]
+    batch_cost = json.loads((tmp_path / "batch" / "annotate_report.json").read_text())["usage"]["total"]
+    live_cost = json.loads((tmp_path / "live" / "annotate_report.json").read_text())["usage"]["total"]
     assert batch_cost["prompt_tokens"] == live_cost["prompt_tokens"] > 0
     assert abs(batch_cost["cost_usd"] - live_cost["cost_usd"] / 2) < 1e-6

@@ -18,7 +18,7 @@ from openmementos.annotate.extractive import (
     clean_unit,
     extractive_memento,
 )
-from openmementos.annotate.parsing import memento_problem
+from openmementos.mementos import memento_problems
 from openmementos.tokens import count_tokens
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
@@ -93,7 +93,7 @@ def test_is_deterministic_and_publishable() -> None:
     first = [extractive_memento(block) for block in (QUADRATIC, FINAL)]
     assert first == [extractive_memento(block) for block in (QUADRATIC, FINAL)]
     for memento in first:
-        assert memento_problem(memento) is None
+        assert memento_problems(memento, None, None) == []
         assert "block" not in memento.lower()
 
 

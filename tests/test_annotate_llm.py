@@ -24,12 +24,14 @@ from typer.testing import CliRunner
 
 from openmementos.annotate.accounting import LiveStatus
 from openmementos.annotate.prompting import default_prompts
-from openmementos.annotate.recipe import Recipe, RecipeSettings
-from openmementos.annotate.stage import REFUSAL_STREAK, LLMShards
+from openmementos.annotate.recipe import Recipe
+from openmementos.annotate.request import RecipeSettings
+from openmementos.annotate.stage import REFUSAL_STREAK, AnnotatorShards
 from openmementos.cli import app
 from openmementos.llm import ChatRequest, ChatResult, EngineStats, RequestRejected, RetriesExhausted
+from openmementos.runtime.manifest import StageError
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage
 from openmementos.schema import AnnotatedTrace
-from openmementos.shards import Quarantined, ShardTask, Stage, StageError
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 
@@ -104,7 +106,7 @@ def test_faults_take_their_documented_paths(tmp_path: Path, segmented: tuple[Pat
     assert stubborn.final_score == 6.0 and by_id["trace-0006"].mementos[0].startswith("weak ")
     assert all(r.feedback.startswith("- ") and r.prompt_tokens > 0 for r in stubborn.rounds)
 
-    summary = json.loads((out / "annotate_summary.json").read_text())
+    summary = json.loads((out / "annotate_report.json").read_text())
     assert summary["complete"] and summary["traces"]["quarantine_reasons"] == {
         "judge_unreadable": 1,
         "mementos_incomplete": 1,
@@ -152,7 +154,7 @@ def test_limit_and_shard_selection(tmp_path: Path) -> None:
     assert code == 0, output
     rows, _ = read_output(out)
     assert [row.id for row in rows] == ["trace-0000", "trace-0001", "trace-0002", "trace-0006"]
-    summary = json.loads((out / "annotate_summary.json").read_text())
+    summary = json.loads((out / "annotate_report.json").read_text())
     assert summary["shards"] == {"done": 2, "total": 3} and not summary["complete"]
 
 
@@ -220,7 +222,7 @@ def test_a_server_refusing_everything_stops_the_run_instead_of_quarantining_it(t
         return ScriptedEngine(RequestRejected(status=400, detail="Unsupported value: 'temperature'"))
 
     live = LiveStatus(REFUSAL_STREAK + 2)
-    with LLMShards(out, RecipeSettings(model="m"), open_engine, live, window=4) as process:
+    with AnnotatorShards(out, RecipeSettings(model="m"), open_engine, live, window=4) as process:
         stage = Stage(name="annotate", out_dir=out, model=AnnotatedTrace, process=process)
         with pytest.raises(StageError, match="refused the requests of 10 traces in a row"):
             stage.run([ShardTask(0, "part-00000", in_dir / "part-00000.parquet")])

@@ -6,15 +6,13 @@ import json
 
 import pytest
 
-from openmementos.annotate.parsing import (
-    RUBRIC,
-    is_placeholder,
-    memento_problem,
-    parse_mementos,
-    parse_refined,
-    parse_verdict,
-)
+from openmementos.annotate.parsing import RUBRIC, parse_mementos, parse_refined, parse_verdict
 from openmementos.llm import MalformedAnswer
+from openmementos.mementos import is_placeholder, memento_problems
+
+
+def broken_rules(text: str) -> list[str]:
+    return [rule for rule, _ in memento_problems(text, None, None)]
 
 
 def answer(*items: tuple[int, str]) -> str:
@@ -52,28 +50,28 @@ def test_a_truncated_answer_keeps_its_complete_items() -> None:
     assert parsed.usable == {1: "a", 2: "b"} and parsed.problems == {3: "missing"}
 
 
-def test_unusable_mementos_are_problems() -> None:
+def test_parsing_finds_the_texts_and_the_memento_rules_judge_them() -> None:
     parsed = parse_mementos(
         answer((1, "  "), (2, "N/A"), (3, "x <|summary_end|>"), (4, "[summary unavailable]")), [1, 2, 3, 4]
     )
-    assert parsed.usable == {}
-    assert parsed.problems == {
-        1: "empty",
-        2: "placeholder text",
-        3: "contains the reserved string <|summary_end|>",
-        4: "placeholder text",
+    assert parsed.problems == {}
+    assert {key: broken_rules(text) for key, text in parsed.usable.items()} == {
+        1: ["memento_empty"],
+        2: ["memento_placeholder"],
+        3: ["memento_reserved"],
+        4: ["memento_placeholder"],
     }
     assert parse_mementos("no json at all", [1]).problems == {1: "missing"}
 
 
 @pytest.mark.parametrize("text", ["N/A", "...", "TODO", "[Summary not available]", "<memento>", "Memento 3", "none"])
 def test_placeholders(text: str) -> None:
-    assert is_placeholder(text) and memento_problem(text) == "placeholder text"
+    assert is_placeholder(text) and broken_rules(text) == ["memento_placeholder"]
 
 
 @pytest.mark.parametrize("text", ["x = 4; none of the roots is real.", "Summary of cases: n even -> 0.", "a = 1."])
 def test_real_mementos_are_not_placeholders(text: str) -> None:
-    assert memento_problem(text) is None
+    assert broken_rules(text) == []
 
 
 def test_verdict_score_is_the_clamped_rubric_sum_minus_deduction() -> None:
@@ -95,6 +93,6 @@ def test_verdict_fallbacks() -> None:
 def test_refined_memento() -> None:
     assert parse_refined('{"memento": " x = 2. "}') == "x = 2."
     assert parse_refined("x = 2 by elimination.") == "x = 2 by elimination."
-    for bad in ('{"memento": ""}', '{"memento": "N/A"}', '{"memento": "x'):
-        with pytest.raises(MalformedAnswer):
-            parse_refined(bad)
+    with pytest.raises(MalformedAnswer):
+        parse_refined('{"memento": "x')  # a JSON object cut short: no text to take
+    assert broken_rules(parse_refined('{"memento": "N/A"}')) == ["memento_placeholder"]  # the recipe rejects it

@@ -13,7 +13,7 @@ from pathlib import Path
 from support.annotate_script import assert_each_once, make_trace, responder, write_segmented
 from support.openai_standin import Faults, OpenAIStandIn
 
-from openmementos.shards import read_manifest
+from openmementos.runtime.manifest import read_manifest
 
 FAULTS = Faults(latency_s=0.15)
 
@@ -74,8 +74,8 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
         cmd = command(in_dir, out, server.base_url)
         answered, code, output = interrupt_mid_run(server, cmd, signal.SIGINT)
         assert code == 130 and "rerun to resume" in output, output
-        summary = json.loads((out / "annotate_summary.json").read_text())
+        summary = json.loads((out / "annotate_report.json").read_text())
         assert summary["last_run"]["interrupted"] and not summary["complete"]
         resume(server, cmd, answered)
     assert_each_once(out, [trace.id for trace in traces])
-    assert json.loads((out / "annotate_summary.json").read_text())["traces"]["annotated"] == 16
+    assert json.loads((out / "annotate_report.json").read_text())["traces"]["annotated"] == 16

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,10 @@ from support.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
 from openmementos.download import DownloadRequest, run_download
 from openmementos.download.mapping import ColumnMapping
-from openmementos.download.sampling import SelectionRequest
 from openmementos.resources import sample_files
+from openmementos.runtime.manifest import StageError, iter_stage, read_manifest
+from openmementos.runtime.shardio import read_quarantine
 from openmementos.schema import SourceTrace
-from openmementos.shards import (
-    ShardSelection,
-    StageError,
-    iter_stage,
-    read_manifest,
-    read_quarantine,
-)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 ROWS, SHARDS = 300, 3
@@ -78,10 +71,8 @@ def test_every_bad_row_is_quarantined_with_its_reason_and_a_pointer(corpus, tmp_
 
 
 def test_stratified_selection_is_exact_and_sharded_runs_equal_one_run(corpus, tmp_path):
-    selection = SelectionRequest(
-        seed=5, limit=120, ratios=(("math", Fraction("0.5")), ("code", Fraction("0.3")), ("science", Fraction("0.2")))
-    )
-    whole = run(tmp_path / "whole", corpus, selection=selection)
+    selection = {"seed": 5, "limit": 120, "ratio": ["math=0.5", "code=0.3", "science=0.2"]}
+    whole = run(tmp_path / "whole", corpus, **selection)
     summary = whole.plan.summary
     assert summary["drawn"] == {"math": 60, "code": 36, "science": 24}
     assert summary["not_selected"] == ROWS - summary["unclassified"] - 120
@@ -93,20 +84,20 @@ def test_stratified_selection_is_exact_and_sharded_runs_equal_one_run(corpus, tm
     assert manifest.options["selection"]["request"]["ratios"] == {"code": 0.3, "math": 0.5, "science": 0.2}
 
     sharded = tmp_path / "sharded"
-    first = run(sharded, corpus, selection=selection, shard=ShardSelection.parse("0/2")).manifest
+    first = run(sharded, corpus, **selection, shard="0/2").manifest
     assert not first.complete
-    assert run(sharded, corpus, selection=selection, shard=ShardSelection.parse("1/2")).manifest.complete
-    parallel = run(tmp_path / "parallel", corpus, selection=selection, workers=2).manifest
+    assert run(sharded, corpus, **selection, shard="1/2").manifest.complete
+    parallel = run(tmp_path / "parallel", corpus, **selection, workers=2).manifest
     assert traces(sharded) == traces(tmp_path / "whole") == traces(tmp_path / "parallel")
     assert list(read_quarantine(sharded)) == list(read_quarantine(tmp_path / "whole"))
     assert parallel.options_hash == read_manifest(sharded).options_hash == manifest.options_hash
 
 
 def test_resuming_with_other_options_is_refused_before_any_work(corpus, tmp_path):
-    run(tmp_path, corpus, selection=SelectionRequest(limit=10))
+    run(tmp_path, corpus, limit=10)
     with pytest.raises(StageError, match="other selection_request"):
-        run(tmp_path, corpus, selection=SelectionRequest(limit=11))
-    again = run(tmp_path, corpus, selection=SelectionRequest(limit=10))  # same options: a no-op resume
+        run(tmp_path, corpus, limit=11)
+    again = run(tmp_path, corpus, limit=10)  # same options: a no-op resume
     assert again.manifest.complete
 
 
@@ -114,7 +105,7 @@ def test_download_output_reads_back_losslessly_and_a_selection_can_be_drawn_from
     run(tmp_path / "all", corpus)
     run(tmp_path / "copy", tmp_path / "all")
     assert traces(tmp_path / "copy") == traces(tmp_path / "all")
-    picked = run(tmp_path / "picked", tmp_path / "all", selection=SelectionRequest(limit=50, domains=("math",)))
+    picked = run(tmp_path / "picked", tmp_path / "all", limit=50, domains="math")
     assert picked.manifest.rows == 50 and picked.manifest.quarantined == 0  # clean input: exact output count
 
 
@@ -126,17 +117,15 @@ def test_column_mappings_for_other_corpora(tmp_path):
         {"task_id": "t-2", "question": "Solve 3x - 2 = 4.", "cot": bare, "final": "x = 2"},
     ]
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    mapping = ColumnMapping(problem="question", reasoning="cot", fixed={"domain": "math", "source": "mine"})
-    run(tmp_path / "a", tmp_path / "mine.jsonl", mapping=mapping)
+    mapping = {"problem_column": "question", "reasoning_column": "cot", "set": ["domain=math", "source=mine"]}
+    run(tmp_path / "a", tmp_path / "mine.jsonl", **mapping)
     (tagged,) = traces(tmp_path / "a")
     assert (tagged.id, tagged.domain, tagged.source, tagged.difficulty) == ("t-1", "math", "mine", None)
     assert tagged.assistant_text() == think and tagged.answer == "x = 2"
     assert read_manifest(tmp_path / "a").reasons() == {"empty_answer": 1}  # t-2's answer is in a column not named
 
-    answered = ColumnMapping(
-        problem="question", reasoning="cot", answer="final", fixed={"domain": "math", "source": "m"}
-    )
-    run(tmp_path / "b", tmp_path / "mine.jsonl", mapping=answered)
+    answered = {**mapping, "answer_column": "final", "set": ["domain=math", "source=m"]}
+    run(tmp_path / "b", tmp_path / "mine.jsonl", **answered)
     (wrapped,) = traces(tmp_path / "b")
     assert (wrapped.id, wrapped.reasoning, wrapped.answer) == ("t-2", bare, "x = 2")
     assert read_manifest(tmp_path / "b").reasons() == {"not_a_string": 1}  # t-1 has no "final" value
@@ -164,10 +153,10 @@ def test_missing_columns_are_explained(tmp_path):
     with pytest.raises(ValueError, match="cannot tell which columns hold the trace"):
         run(tmp_path / "out", tmp_path / "odd.jsonl")
     with pytest.raises(ValueError, match="no column prompt"):
-        run(tmp_path / "out", tmp_path / "odd.jsonl", mapping=ColumnMapping(problem="prompt", reasoning="text"))
+        run(tmp_path / "out", tmp_path / "odd.jsonl", problem_column="prompt", reasoning_column="text")
     (tmp_path / "nodomain.jsonl").write_text(json.dumps({"problem": "p", "cot": "c"}) + "\n")
     with pytest.raises(ValueError, match="--set domain=VALUE"):
-        run(tmp_path / "out", tmp_path / "nodomain.jsonl", mapping=ColumnMapping(problem="problem", reasoning="cot"))
+        run(tmp_path / "out", tmp_path / "nodomain.jsonl", problem_column="problem", reasoning_column="cot")
 
 
 def test_datasets_save_to_disk_folder(tmp_path):
@@ -188,6 +177,6 @@ def test_real_openthoughts_trace_with_a_reasoning_column(tmp_path):
     trace = mapping.resolve(list(row)).to_trace(row)
     assert trace.id == row["task_id"] and trace.domain == row["domain"]
     assert trace.assistant_text().startswith(row["cot"])
-    run(tmp_path, FIXTURE, mapping=mapping)
+    run(tmp_path, FIXTURE, problem_column="problem", reasoning_column="cot")
     (record,) = read_quarantine(tmp_path)
     assert record.reason == "empty_answer"  # the fixture keeps only the <think> section

@@ -16,8 +16,9 @@ import pytest
 from support.hub_standin import HubStandin
 from support.ot3_rows import expected_reason, ot3_row, write_ot3_parquet
 
+from openmementos.runtime.manifest import iter_stage, read_manifest
+from openmementos.runtime.shardio import read_quarantine
 from openmementos.schema import SourceTrace
-from openmementos.shards import iter_stage, read_manifest, read_quarantine
 
 REPO = "synthetic/OpenThoughts3-mini"
 ROWS, SHARDS = 900, 6

@@ -47,7 +47,7 @@ def test_answers_usage_and_cost_are_accounted(tmp_path):
     assert (stats.sent, stats.answered, stats.prompt_tokens, stats.completion_tokens) == (12, 12, 1200, 120)
     assert stats.cost_usd == pytest.approx(12 * 120e-6)
     assert stats.in_flight == 0
-    assert "in flight 0" in stats.summary()
+    assert "in flight 0" in stats.status_line()
 
 
 def test_rerun_is_served_from_the_cache_without_new_requests(tmp_path):

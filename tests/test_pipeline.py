@@ -10,12 +10,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from support.annotated_traces import make_trace, write_stage
 from typer.testing import CliRunner
 
 from openmementos.cli import app
-from openmementos.pipeline import PipelineError, command, load_pipeline, option_key, run_pipeline
-from openmementos.shards import read_manifest
+from openmementos.commands.adapter import flag_of
+from openmementos.download.request import DownloadRequest
+from openmementos.pipeline import PipelineError, load_pipeline, run_pipeline
+from openmementos.runtime.manifest import read_manifest
+from openmementos.segment.request import SegmentRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDE = {"COLUMNS": "250"}
@@ -67,13 +71,12 @@ def test_cli_reports_errors_without_running_anything(tmp_path):
 
 
 def test_option_keys_are_the_cli_option_names():
-    import inspect
-
-    segment = inspect.signature(command("segment"), eval_str=True).parameters
-    download = inspect.signature(command("download"), eval_str=True).parameters
-    assert option_key("lam", segment["lam"]) == "lambda"
-    assert option_key("set_", download["set_"]) == "set"
-    assert option_key("min_block_tokens", segment["min_block_tokens"]) == "min_block_tokens"
+    assert SegmentRequest.key_of("lam") == "lambda"
+    assert flag_of("lam", SegmentRequest.model_fields["lam"]) == "--lambda"
+    assert DownloadRequest.key_of("set_") == "set"
+    assert flag_of("set_", DownloadRequest.model_fields["set_"]) == "--set"
+    assert SegmentRequest.key_of("min_block_tokens") == "min_block_tokens"
+    assert flag_of("min_block_tokens", SegmentRequest.model_fields["min_block_tokens"]) == "--min-block-tokens"
 
 
 def test_stages_are_chained_and_publish_gets_the_lineage(tmp_path):
@@ -93,13 +96,13 @@ def test_stages_are_chained_and_publish_gets_the_lineage(tmp_path):
     )
     calls = {call.name: call for call in load_pipeline(path)}
     work = tmp_path / "w"
-    assert calls["segment"].arguments["in_dir"] == work / "download"
-    assert calls["segment"].arguments["lam"] == 0.3
-    assert calls["validate"].arguments["in_dir"] == work / "annotate"
-    assert calls["stats"].arguments["in_dir"] == tmp_path / "checked"
-    assert calls["stats"].arguments["plots"] == work / "stats"
-    assert calls["publish"].arguments["in_dir"] == tmp_path / "checked"
-    assert calls["publish"].arguments["lineage"] == [work / "download", work / "segment", work / "annotate"]
+    assert calls["segment"].request.in_dir == work / "download"
+    assert calls["segment"].request.lam == 0.3
+    assert calls["validate"].request.in_dir == work / "annotate"
+    assert calls["stats"].request.in_dir == tmp_path / "checked"
+    assert calls["stats"].request.plots == work / "stats"
+    assert calls["publish"].request.in_dir == tmp_path / "checked"
+    assert calls["publish"].request.lineage == [work / "download", work / "segment", work / "annotate"]
 
 
 def test_a_pipeline_from_annotated_traces_validates_and_publishes(tmp_path):
@@ -134,7 +137,7 @@ def test_a_failing_stage_stops_the_pipeline(tmp_path):
           publish: {{in_dir: {tmp_path / "annotate"}, to: {tmp_path / "pub"}}}
         """,
     )
-    with pytest.raises(PipelineError, match="stage publish failed"):
+    with pytest.raises(PipelineError, match=r"stage publish: .* only validated traces are published"):
         run_pipeline(load_pipeline(path), echo=lambda _: None)
     assert not (tmp_path / "pub").exists()
 
@@ -185,3 +188,26 @@ def test_demo_pipeline_end_to_end(demo_run):
     assert again.exit_code == 0, again.output
     assert "already up to date" in again.output
     assert {p: p.stat().st_mtime_ns for p in published.rglob("*") if p.is_file()} == before
+
+
+def test_the_library_runs_a_pipeline_exactly_as_the_cli_does(demo_run, tmp_path):
+    """`run_pipeline` (no Typer) over the demo pipeline writes the same shards and configs as `openmementos run`."""
+    spec = yaml.safe_load(demo_run.pipeline.read_text())
+    spec["workdir"] = str(tmp_path / "w")
+    spec["stages"]["validate"]["report"] = str(tmp_path / "report.json")
+    spec["stages"]["publish"]["to"] = str(tmp_path / "published")
+    path = tmp_path / "library.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = run_pipeline(load_pipeline(path), echo=lambda _: None)
+    assert [type(result).__name__ for result in results] == [
+        "DownloadResult", "SegmentResult", "AnnotateResult", "ValidateResult", "StatsResult", "PublishResult"
+    ]  # fmt: skip
+    for stage in ("download", "segment", "annotate", "validate"):
+        cli, library = demo_run.workdir / stage, tmp_path / "w" / stage
+        assert [p.read_bytes() for p in sorted(cli.glob("part-*.parquet"))] == [
+            p.read_bytes() for p in sorted(library.glob("part-*.parquet"))
+        ], stage
+    published = sorted(p.relative_to(demo_run.published) for p in demo_run.published.rglob("*.parquet"))
+    assert published and all(
+        (demo_run.published / name).read_bytes() == (tmp_path / "published" / name).read_bytes() for name in published
+    )

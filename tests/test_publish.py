@@ -15,8 +15,8 @@ from support.hub_standin import HubStandin
 from typer.testing import CliRunner
 
 from openmementos.cli import app
-from openmementos.publish import PublishError, PublishSettings, publish
-from openmementos.validate import run_validate
+from openmementos.publish import PublishError, PublishRequest, PublishResult, run_publish
+from openmementos.validate import ValidateRequest, run_validate
 
 TOKEN = "secret-test-token-123"
 REPO = "org/mementos"
@@ -41,12 +41,16 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+def publish(in_dir: Path, **options: object) -> PublishResult:
+    return run_publish(PublishRequest(in_dir=in_dir, **options))
+
+
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("publish")
     traces = [make_trace(n, judged=n % 2 == 0) for n in range(10)]
     write_stage(root / "annotate", traces)
-    run_validate(root / "annotate", root / "validate")
+    run_validate(ValidateRequest(in_dir=root / "annotate", out_dir=root / "validate"))
     return root / "validate"
 
 
@@ -134,11 +138,11 @@ def test_private_flag_never_publishes_into_a_public_repo(validated, monkeypatch)
 
 def test_publish_to_a_folder_is_atomic_idempotent_and_loadable(validated, tmp_path):
     target = tmp_path / "published"
-    first = publish(validated, to=target, settings=PublishSettings(pretty_name="Test mementos", rows_per_shard=4))
+    first = publish(validated, to=target, pretty_name="Test mementos", rows_per_shard=4)
     assert first.changed and first.build.traces == 10
     snapshot = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
     mtimes = {p: p.stat().st_mtime_ns for p in snapshot}
-    again = publish(validated, to=target, settings=PublishSettings(pretty_name="Test mementos", rows_per_shard=4))
+    again = publish(validated, to=target, pretty_name="Test mementos", rows_per_shard=4)
     assert not again.changed
     assert {p: p.stat().st_mtime_ns for p in snapshot} == mtimes  # untouched
     assert not list(tmp_path.glob(".published.*"))  # no staging left behind
@@ -158,9 +162,9 @@ def test_publish_to_a_folder_is_atomic_idempotent_and_loadable(validated, tmp_pa
 def test_only_validated_output_is_published(validated, tmp_path):
     with pytest.raises(PublishError, match="only validated traces are published"):
         publish(validated.parent / "annotate", to=tmp_path / "out")
-    with pytest.raises(PublishError, match="exactly one target"):
+    with pytest.raises(ValueError, match="exactly one target"):
         publish(validated)
-    with pytest.raises(PublishError, match="ORG/NAME"):
+    with pytest.raises(ValueError, match="ORG/NAME"):
         publish(validated, repo_id="no-namespace")
     assert not (tmp_path / "out").exists()
 
@@ -187,8 +191,8 @@ def test_dry_run_changes_nothing_and_shows_the_plan(validated, tmp_path):
 
 def test_published_shards_follow_validated_order_across_shards(tmp_path):
     write_stage(tmp_path / "annotate", [make_trace(n) for n in range(7)], shards=3)
-    run_validate(tmp_path / "annotate", tmp_path / "validate")
-    result = publish(tmp_path / "validate", to=tmp_path / "out", settings=PublishSettings(rows_per_shard=3))
+    run_validate(ValidateRequest(in_dir=tmp_path / "annotate", out_dir=tmp_path / "validate"))
+    result = publish(tmp_path / "validate", to=tmp_path / "out", rows_per_shard=3)
     assert [c.files for c in result.build.configs] == [3, 3]
     import pyarrow.parquet as pq
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.llm import LLMEngine, LLMSettings
+from openmementos.runtime.manifest import iter_stage, read_manifest
 from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.segment.llm_scorer import (
     MAX_SENTENCE_CHARS,
@@ -26,7 +27,6 @@ from openmementos.segment.llm_scorer import (
     windows,
 )
 from openmementos.segment.scorers import HeuristicScorer
-from openmementos.shards import iter_stage, read_manifest
 
 MODEL = "scorer-test-model"
 _MARK = re.compile(r"<<B(\d+)>>\n\[S\d+\] (.*)")

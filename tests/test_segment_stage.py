@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.resources import sample_traces
+from openmementos.runtime.manifest import iter_stage, read_manifest
+from openmementos.runtime.shardio import read_quarantine
 from openmementos.schema import SegmentedTrace, SourceTrace
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.segment.stage import SegmentSettings, segment_trace
-from openmementos.shards import iter_stage, read_manifest, read_quarantine
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 runner = CliRunner()
@@ -116,7 +117,7 @@ def test_explain_prints_blocks_scores_and_rules(download_dir: Path, tmp_path: Pa
 def test_usage_errors(download_dir: Path, tmp_path: Path) -> None:
     assert run(str(download_dir)).exit_code != 0
     low_cap = run(str(download_dir), str(tmp_path / "x"), "--max-block-tokens", "100")
-    assert low_cap.exit_code == 1 and "below --min-block-tokens" in low_cap.output
+    assert low_cap.exit_code == 2 and "below --min-block-tokens" in low_cap.output
     no_model = run(str(download_dir), str(tmp_path / "x"), "--scorer", "llm")
     assert no_model.exit_code != 0 and "--model" in no_model.output
     incomplete = tmp_path / "incomplete"

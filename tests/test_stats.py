@@ -120,12 +120,12 @@ def test_cli_prints_kv_ratio_next_to_the_paper_and_json(tmp_path):
 
 
 def test_a_published_folder_gives_the_same_figures_as_its_validated_traces(tmp_path):
-    from openmementos.publish import publish
-    from openmementos.validate import run_validate
+    from openmementos.publish import PublishRequest, run_publish
+    from openmementos.validate import ValidateRequest, run_validate
 
     write_stage(tmp_path / "annotate", [make_trace(n, n_blocks=2 + n % 4) for n in range(8)])
-    run_validate(tmp_path / "annotate", tmp_path / "validate")
-    publish(tmp_path / "validate", to=tmp_path / "published")
+    run_validate(ValidateRequest(in_dir=tmp_path / "annotate", out_dir=tmp_path / "validate"))
+    run_publish(PublishRequest(in_dir=tmp_path / "validate", to=tmp_path / "published"))
     validated = collect(tmp_path / "validate", progress=False).result()
     published = collect(tmp_path / "published", progress=False).result()
     assert published.provenance is None and validated.provenance is not None

@@ -1,6 +1,24 @@
 """Mementos for segmented traces: the LLM recipe (compress, judge, refine) and the offline annotator.
 
-* `recipe`: the per-trace flow through an LLM engine; `prompting`: its messages; `parsing`: reading
-  the answers; `extractive`: the deterministic annotator; `stage`: both on shards; `accounting`: what a
-  run did and spent.
+* `request`: the options (`AnnotateRequest`, `RecipeSettings`); `stage`: both annotators on shards
+  (`run_annotate`); `recipe`: the per-trace flow through an LLM engine; `prompting`: its messages;
+  `parsing`: reading the answers; `extractive`: the deterministic annotator; `accounting`: what a run
+  did and spent.
 """
+
+from typing import TYPE_CHECKING
+
+from openmementos.lazy import lazy_exports
+
+_EXPORTS = {
+    "AnnotateRequest": "request",
+    "RecipeSettings": "request",
+    "AnnotateResult": "stage",
+    "run_annotate": "stage",
+}
+__all__ = ["AnnotateRequest", "AnnotateResult", "RecipeSettings", "run_annotate"]
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from openmementos.annotate.request import AnnotateRequest, RecipeSettings
+    from openmementos.annotate.stage import AnnotateResult, run_annotate

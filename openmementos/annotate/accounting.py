@@ -1,7 +1,7 @@
-"""What an annotate run did and spent: per-shard tallies, the live status line, the run summary.
+"""What an annotate run did and spent: per-shard tallies, the live status line, the run report.
 
-Each finished output shard leaves its tally in `OUT_DIR/.annotate/<shard>.json`; the summary
-(`OUT_DIR/annotate_summary.json`) adds up the tallies of the finished shards, so it covers every run that
+Each finished output shard leaves its tally in `OUT_DIR/.annotate/<shard>.json`; the run report
+(`OUT_DIR/annotate_report.json`) adds up the tallies of the finished shards, so it covers every run that
 wrote into the folder (resumed or `--shard I/N` runs alike), plus what the last run itself sent.
 """
 
@@ -15,12 +15,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from openmementos.annotate.recipe import ROLES, Outcome
+from openmementos.annotate.request import REPORT_FILE
 from openmementos.llm import EngineStats
+from openmementos.runtime.atomic import atomic_write
+from openmementos.runtime.manifest import Manifest
 from openmementos.schema import AnnotatedTrace, Usage, sum_usage
-from openmementos.shards import Manifest
 
 TALLY_DIR = ".annotate"
-SUMMARY_FILE = "annotate_summary.json"
 
 
 class Tally(BaseModel):
@@ -31,7 +32,7 @@ class Tally(BaseModel):
     quarantined: dict[str, int] = {}
     spend: dict[str, Usage] = {}
     """LLM usage by recipe step, quarantined traces included (what the traces cost, cache hits or not).
-    Added up exactly: the summary rounds the cost once, when it reports it."""
+    Added up exactly: the run report rounds the cost once, when it reports it."""
     blocks: int = 0
     block_tokens: int = 0
     memento_tokens: int = 0
@@ -88,9 +89,7 @@ class Tally(BaseModel):
 def write_shard_tally(out_dir: Path, shard: str, tally: Tally) -> None:
     folder = out_dir / TALLY_DIR
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".{shard}.json.tmp"
-    tmp.write_text(tally.model_dump_json())
-    tmp.replace(folder / f"{shard}.json")
+    atomic_write(folder / f"{shard}.json", tally.model_dump_json())
 
 
 def folder_tally(out_dir: Path, manifest: Manifest) -> Tally:
@@ -103,7 +102,7 @@ def folder_tally(out_dir: Path, manifest: Manifest) -> Tally:
     return total
 
 
-# --------------------------------------------------------------------------- live status and summary
+# --------------------------------------------------------------------------- live status and run report
 
 
 class LiveStatus:
@@ -141,7 +140,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def summary(
+def run_report(
     out_dir: Path,
     manifest: Manifest,
     live: LiveStatus,
@@ -150,7 +149,7 @@ def summary(
     max_rounds: int,
     interrupted: bool = False,
 ) -> dict[str, Any]:
-    """The run summary: the folder's totals over finished shards, and what this run sent."""
+    """The run report: the folder's totals over finished shards, and what this run sent."""
     tally = folder_tally(out_dir, manifest)
     total = tally.total()
     per_trace = {
@@ -200,9 +199,7 @@ def summary(
     return result
 
 
-def write_summary(out_dir: Path, data: dict[str, Any]) -> Path:
-    path = out_dir / SUMMARY_FILE
-    tmp = out_dir / f".{SUMMARY_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+def write_report(out_dir: Path, data: dict[str, Any]) -> Path:
+    path = out_dir / REPORT_FILE
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
     return path

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openmementos.format import find_reserved
 from openmementos.llm import MalformedAnswer, extract_json
 
 # --------------------------------------------------------------------------- JSON schemas (structured output)
@@ -67,41 +66,6 @@ REFINED_SCHEMA: dict[str, Any] = {
 }
 
 
-# --------------------------------------------------------------------------- memento rules
-
-_PLACEHOLDER_WHOLE = re.compile(
-    r"(n/?a|none|null|nil|todo|tbd|tba|empty|placeholder|\.+|…|-+|_+|\?+"
-    r"|(memento|summary)( \d+)?|no (memento|summary)( available| provided)?"
-    r"|(memento|summary) (not available|unavailable|missing|omitted|pending))"
-)
-_PLACEHOLDER_ANYWHERE = re.compile(
-    r"placeholder|lorem ipsum|(memento|summary) (is )?(not available|unavailable|missing|omitted)"
-    r"|no (memento|summary) (available|provided)|insert (memento|summary)"
-)
-
-
-def is_placeholder(text: str) -> bool:
-    """True for stand-in text that is not a memento ("N/A", "[summary unavailable]", "...", "TODO")."""
-    core = re.sub(r"[\s\[\]()<>{}\"'`*#:.]+", " ", text.lower()).strip()
-    bare = text.strip().lower()
-    return bool(_PLACEHOLDER_WHOLE.fullmatch(core) or _PLACEHOLDER_WHOLE.fullmatch(bare)) or bool(
-        _PLACEHOLDER_ANYWHERE.search(text.lower())
-    )
-
-
-def memento_problem(text: Any) -> str | None:
-    """Why a memento text cannot be published, or None when it can."""
-    if not isinstance(text, str):
-        return f"not text ({type(text).__name__})"
-    if not text.strip():
-        return "empty"
-    if reserved := find_reserved(text):
-        return f"contains the reserved string {reserved}"
-    if is_placeholder(text):
-        return "placeholder text"
-    return None
-
-
 # --------------------------------------------------------------------------- finding JSON in an answer
 
 
@@ -138,8 +102,9 @@ class MementoAnswer:
     """What one compressor answer gave for the ids it was asked about."""
 
     usable: dict[int, str]
+    """The memento texts found, stripped (the memento rules are applied by the caller)."""
     problems: dict[int, str]
-    """Every asked id without a usable memento, with the reason (missing, empty, placeholder, ...)."""
+    """Every asked id the answer gives no memento text for, with the reason."""
 
 
 _ITEM_TEXT_KEYS = ("memento", "summary", "text", "content")
@@ -188,7 +153,7 @@ def _answer_items(text: str) -> list[Any]:
 
 
 def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
-    """Read the mementos for `ids` (1-based segment numbers) from a compressor answer.
+    """Read the mementos for `ids` (1-based block numbers) from a compressor answer.
 
     Accepts `{"mementos": [{"id", "memento"}]}` (the requested shape), a bare list, positional strings,
     an id-keyed object, JSON in fences or prose, and lists truncated mid-way. Never invents or shifts a
@@ -202,10 +167,10 @@ def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
             problems[key] = "missing"
             continue
         memento = _item_text(by_id[key])
-        if problem := memento_problem(memento):
-            problems[key] = problem
-        else:
+        if isinstance(memento, str):
             usable[key] = memento.strip()
+        else:
+            problems[key] = f"not text ({type(memento).__name__})"
     return MementoAnswer(usable, problems)
 
 
@@ -279,7 +244,6 @@ def parse_refined(text: str) -> str:
         memento = _item_text(value)
     else:
         memento = None if text.lstrip().startswith(("{", "[")) else text.strip()
-    if problem := memento_problem(memento):
-        raise MalformedAnswer(f"the refined memento is unusable: {problem}")
-    assert isinstance(memento, str)
+    if not isinstance(memento, str):
+        raise MalformedAnswer(f"the refined memento is not text ({type(memento).__name__})")
     return memento.strip()

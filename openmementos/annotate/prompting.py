@@ -1,7 +1,7 @@
 """The messages of the recipe: compress a trace, re-ask for missing mementos, judge one, refine one.
 
 The instructions live in `prompts/compress.md`, `prompts/judge.md` and `prompts/refine.md`; this module
-only frames the data (problem, numbered segments, memento, fixes). The framing templates are hashed
+only frames the data (problem, numbered blocks, memento, fixes). The framing templates are hashed
 with the prompt files into `PromptSet.version`, recorded as `prompt_version` in every annotated row,
 so any wording change shows up in the data.
 
@@ -22,20 +22,20 @@ Message = dict[str, str]
 
 COMPRESS_USER = (
     "Problem (context only; write no memento for it):\n{problem}\n\n"
-    "The reasoning, in {count} numbered segments:\n\n{segments}"
+    "The reasoning, in {count} numbered blocks:\n\n{blocks}"
 )
-SEGMENT = '<segment id="{id}">\n{text}\n</segment>'
+BLOCK = '<block id="{id}">\n{text}\n</block>'
 REASK_USER = (
-    "These segments still need a usable memento: {problems}. Write mementos for exactly these segments "
+    "These blocks still need a usable memento: {problems}. Write mementos for exactly these blocks "
     "({ids}), following the same rules. Answer with JSON only: "
-    '{{"mementos": [{{"id": <segment number>, "memento": "..."}}]}}'
+    '{{"mementos": [{{"id": <block number>, "memento": "..."}}]}}'
 )
-JUDGE_USER = "<segment>\n{block}\n</segment>\n\n<memento>\n{memento}\n</memento>"
+JUDGE_USER = "<block>\n{block}\n</block>\n\n<memento>\n{memento}\n</memento>"
 JUDGE_RETRY_USER = (
     "Your answer could not be read: it must be the JSON object described above, with the six criteria, "
     "the deduction and the fixes. Answer again with JSON only."
 )
-REFINE_USER = "<segment>\n{block}\n</segment>\n\n<memento>\n{memento}\n</memento>\n\nFixes to apply:\n{feedback}"
+REFINE_USER = "<block>\n{block}\n</block>\n\n<memento>\n{memento}\n</memento>\n\nFixes to apply:\n{feedback}"
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class PromptSet:
     def version(self) -> str:
         """Content hash of the three prompts and the framing around the data."""
         return content_hash(
-            self.compress, self.judge, self.refine, COMPRESS_USER, SEGMENT, REASK_USER, JUDGE_USER,
+            self.compress, self.judge, self.refine, COMPRESS_USER, BLOCK, REASK_USER, JUDGE_USER,
             JUDGE_RETRY_USER, REFINE_USER,
         )  # fmt: skip
 
@@ -61,8 +61,8 @@ def default_prompts() -> PromptSet:
 
 def compress_messages(prompts: PromptSet, problem: str, blocks: Sequence[str]) -> list[Message]:
     """The compressor's conversation: all blocks of a trace, numbered from 1."""
-    segments = "\n\n".join(SEGMENT.format(id=index, text=text) for index, text in enumerate(blocks, 1))
-    user = COMPRESS_USER.format(problem=problem.strip(), count=len(blocks), segments=segments)
+    numbered = "\n\n".join(BLOCK.format(id=index, text=text) for index, text in enumerate(blocks, 1))
+    user = COMPRESS_USER.format(problem=problem.strip(), count=len(blocks), blocks=numbered)
     return [{"role": "system", "content": prompts.compress}, {"role": "user", "content": user}]
 
 
@@ -72,12 +72,12 @@ def follow_up(conversation: Sequence[Message], answer: str, user: str) -> list[M
 
 
 def describe_problems(problems: Mapping[int, str]) -> str:
-    """Segment numbers with what is wrong with each, in order: "2 (empty), 5 (a placeholder)"."""
+    """Block numbers with what is wrong with each, in order: "2 (empty), 5 (a placeholder)"."""
     return ", ".join(f"{key} ({problems[key]})" for key in sorted(problems))
 
 
 def reask_messages(conversation: Sequence[Message], answer: str, problems: Mapping[int, str]) -> list[Message]:
-    """`conversation` continued: the last answer, then a request for exactly the segments in `problems`."""
+    """`conversation` continued: the last answer, then a request for exactly the blocks in `problems`."""
     user = REASK_USER.format(problems=describe_problems(problems), ids=", ".join(map(str, sorted(problems))))
     return follow_up(conversation, answer, user)
 

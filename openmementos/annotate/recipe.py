@@ -50,9 +50,19 @@ from openmementos.annotate.prompting import (
     reask_messages,
     refine_messages,
 )
+from openmementos.annotate.request import RecipeSettings
 from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, MalformedAnswer, RequestRejected
-from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview, SegmentedTrace, Usage, sum_usage
-from openmementos.shards import Quarantined
+from openmementos.mementos import MementoRules, memento_problems
+from openmementos.runtime.stage import Quarantined
+from openmementos.schema import (
+    AnnotatedTrace,
+    JudgeRound,
+    MementoReview,
+    SegmentedTrace,
+    TraceRejected,
+    Usage,
+    sum_usage,
+)
 from openmementos.tokens import count_tokens
 
 T = TypeVar("T")
@@ -61,33 +71,6 @@ JUDGE_MAX_TOKENS = 1024
 OUTPUT_RATIO_CAP = 0.5
 """Answer budget for mementos: half the blocks' tokens (the target is 10-20 %) plus JSON overhead."""
 ROLES = ("compress", "reask", "judge", "refine")
-
-
-@dataclass(frozen=True)
-class RecipeSettings:
-    model: str
-    judge: bool = True
-    threshold: float = 8.0
-    max_rounds: int = 2
-    max_reasks: int = 2
-    temperature: float | None = 0.0
-
-    def __post_init__(self) -> None:
-        if self.max_rounds < 1:
-            raise ValueError(f"max_rounds must be at least 1, got {self.max_rounds}")
-        if not 0 <= self.threshold <= 10:
-            raise ValueError(f"threshold must be within 0-10, got {self.threshold}")
-        if self.max_reasks < 0:
-            raise ValueError(f"max_reasks must be >= 0, got {self.max_reasks}")
-
-
-class TraceFailed(Exception):
-    """A trace the recipe cannot annotate; `reason` is the quarantine code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -145,7 +128,7 @@ class Recipe:
         spend = Spend()
         try:
             item: AnnotatedTrace | Quarantined = await self._annotate(trace, spend)
-        except TraceFailed as failure:
+        except TraceRejected as failure:
             item = Quarantined(trace.id, failure.reason, failure.detail, trace)
         except RequestRejected as exc:
             item = Quarantined(trace.id, "request_rejected", str(exc), trace)
@@ -197,17 +180,17 @@ class Recipe:
         conversation = compress_messages(self.prompts, trace.problem, blocks)
         result = await self._ask("compress", conversation, MEMENTOS_SCHEMA, _memento_budget(trace, ids), spend)
         mementos: dict[int, str] = {}
-        problems = _accept(result.text, ids, trace, mementos)
+        problems = _accept(result.text, ids, trace, mementos, self.settings)
         for _ in range(self.settings.max_reasks):
             if not problems:
                 break
             messages = reask_messages(conversation, result.text, problems)
             result = await self._ask("reask", messages, MEMENTOS_SCHEMA, _memento_budget(trace, problems), spend)
-            problems = _accept(result.text, sorted(problems), trace, mementos)
+            problems = _accept(result.text, sorted(problems), trace, mementos, self.settings)
         if problems:
-            raise TraceFailed(
+            raise TraceRejected(
                 "mementos_incomplete",
-                f"no usable memento for segment(s) {describe_problems(problems)} "
+                f"no usable memento for block(s) {describe_problems(problems)} "
                 f"after {self.settings.max_reasks} re-ask(s)",
             )
         return [mementos[key] for key in ids]
@@ -244,7 +227,7 @@ class Recipe:
             try:
                 verdict = parse_verdict(results[1].text)
             except MalformedAnswer as exc:
-                raise TraceFailed("judge_unreadable", f"{exc} (asked twice)") from None
+                raise TraceRejected("judge_unreadable", f"{exc} (asked twice)") from None
         paid = {
             "prompt_tokens": sum(r.prompt_tokens for r in results),
             "completion_tokens": sum(r.completion_tokens for r in results),
@@ -258,8 +241,8 @@ class Recipe:
         budget = int(block_tokens * OUTPUT_RATIO_CAP) + 256
         result = await self._ask("refine", messages, REFINED_SCHEMA, budget, spend)
         refined = parse_refined(result.text)
-        if block_tokens and count_tokens([refined], tokenizer)[0] > block_tokens:
-            raise MalformedAnswer("the refined memento is longer than its segment")
+        if broken := memento_problems(refined, count_tokens([refined], tokenizer)[0], block_tokens, self.settings):
+            raise MalformedAnswer("the refined memento " + "; ".join(what for _, what in broken))
         return refined
 
 
@@ -269,15 +252,22 @@ def _memento_budget(trace: SegmentedTrace, ids: Sequence[int] | Mapping[int, str
     return int(block_tokens * OUTPUT_RATIO_CAP) + 64 * len(ids) + 256
 
 
-def _accept(answer: str, ids: Sequence[int], trace: SegmentedTrace, mementos: dict[int, str]) -> dict[int, str]:
-    """Store the usable mementos of `answer` into `mementos`; return the problems of the other ids."""
+def _accept(
+    answer: str, ids: Sequence[int], trace: SegmentedTrace, mementos: dict[int, str], rules: MementoRules
+) -> dict[int, str]:
+    """Store the usable mementos of `answer` into `mementos`; return the problems of the other ids.
+
+    Usable means present and breaking none of the memento rules (`openmementos.mementos`, the ones
+    `validate` applies), so nothing annotate keeps is rejected later.
+    """
     parsed = parse_mementos(answer, ids)
     problems = dict(parsed.problems)
     keys = sorted(parsed.usable)
     sizes = count_tokens([parsed.usable[key] for key in keys], trace.tokenizer)
     for key, size in zip(keys, sizes, strict=True):
-        if size > trace.block_tokens[key - 1]:
-            problems[key] = "longer than its segment"
+        broken = memento_problems(parsed.usable[key], size, trace.block_tokens[key - 1], rules)
+        if broken:
+            problems[key] = "; ".join(what for _, what in broken)
         else:
             mementos[key] = parsed.usable[key]
     return problems

@@ -1,38 +1,45 @@
 """The annotate stage on shards: SegmentedTrace shards in, AnnotatedTrace shards (and quarantine) out.
 
-`shards.Stage` owns the files: one output shard per input shard, written under a temporary name and
-published whole, so a row is written exactly once however often a run is killed and resumed. What a
+`runtime.stage.Stage` owns the files: one output shard per input shard, written under a temporary name
+and published whole, so a row is written exactly once however often a run is killed and resumed. What a
 killed run had paid for is not lost either: every LLM answer is in the response cache the moment it
 arrives, so the rerun of an unfinished shard replays them for free.
 
-Within a shard, LLM traces run concurrently on one engine on an asyncio loop in a background thread
-(`llm.runner`; the engine bounds requests in flight); rows come back in input order through a window
-of traces in flight, so the output is deterministic and memory stays flat. The extractive annotator needs no loop.
+LLM traces run concurrently on one engine (`AnnotatorShards`, an `LLMShardProcessor`); rows come back in
+input order through a window of traces in flight, so the output is deterministic and memory stays
+flat. The extractive annotator needs no loop and may run in worker processes. `run_annotate` is the
+stage's entry point; it also writes the run report (`annotate_report.json`), interrupted or not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from openmementos.annotate.accounting import LiveStatus, Tally, write_shard_tally
-from openmementos.annotate.extractive import annotate_extractive
-from openmementos.annotate.recipe import Outcome, Recipe, RecipeSettings, Spend
+from openmementos.annotate.accounting import LiveStatus, Tally, run_report, write_report, write_shard_tally
+from openmementos.annotate.extractive import EXTRACTIVE_VERSION, annotate_extractive
+from openmementos.annotate.prompting import default_prompts
+from openmementos.annotate.recipe import Outcome, Recipe, Spend
+from openmementos.annotate.request import EXTRACTIVE, STAGE, AnnotateRequest, RecipeSettings
 from openmementos.llm import ChatCompleter
-from openmementos.llm.runner import EngineThread
+from openmementos.llm.options import engine_opener
+from openmementos.llm.shards import LLMShardProcessor
+from openmementos.runtime.manifest import Manifest, StageError, done_marker, read_manifest
+from openmementos.runtime.selection import ShardSelection
+from openmementos.runtime.shardio import iter_records, parquet_rows
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, input_shards
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
-from openmementos.shards import Quarantined, ShardTask, StageError, iter_records
 
-Row = AnnotatedTrace | Quarantined
+AnnotateRow = AnnotatedTrace | Quarantined
+"""What the annotate stage writes for one input trace."""
 
 REFUSAL_STREAK = 10
 """Consecutive traces whose requests the server refused before the run stops: a wrong model name or
 parameter would otherwise quarantine the whole dataset."""
+BATCH_WINDOW = 20_000
+"""Traces of a shard put into one Batch API batch per recipe step."""
 
 
 def shard_limits(paths: list[Path], names: list[str], limit: int | None) -> dict[str, int] | None:
@@ -41,14 +48,9 @@ def shard_limits(paths: list[Path], names: list[str], limit: int | None) -> dict
         return None
     limits, left = {}, limit
     for path, name in zip(paths, names, strict=True):
-        limits[name] = min(pq.ParquetFile(path).metadata.num_rows, left)
+        limits[name] = min(parquet_rows(path), left)
         left -= limits[name]
     return limits
-
-
-def count_traces(paths: list[Path], names: list[str], limits: dict[str, int] | None) -> int:
-    rows = [pq.ParquetFile(path).metadata.num_rows for path in paths]
-    return sum(limits[name] if limits else n for name, n in zip(names, rows, strict=True))
 
 
 def read_traces(task: ShardTask[Path], limits: dict[str, int] | None) -> Iterator[SegmentedTrace]:
@@ -67,11 +69,11 @@ class ExtractiveShards:
     limits: dict[str, int] | None = None
     live: LiveStatus | None = None
 
-    def __call__(self, task: ShardTask[Path]) -> Iterator[Row]:
+    def __call__(self, task: ShardTask[Path]) -> Iterator[AnnotateRow]:
         tally = Tally()
         for trace in read_traces(task, self.limits):
             try:
-                item: Row = annotate_extractive(trace)
+                item: AnnotateRow = annotate_extractive(trace)
             except ValueError as exc:  # pydantic's ValidationError included
                 item = Quarantined(trace.id, "extractive_failed", str(exc).splitlines()[0], trace)
             outcome = Outcome(item, Spend())
@@ -82,12 +84,8 @@ class ExtractiveShards:
         write_shard_tally(self.out_dir, task.name, tally)
 
 
-class LLMShards:
-    """The shard processor of an LLM annotator: the recipe on one engine, on a background event loop.
-
-    Use as a context manager around `Stage.run` (one process, `workers=1`: concurrency comes from the
-    loop). `open_engine` is awaited on the loop to build the engine, so its clients bind to that loop.
-    """
+class AnnotatorShards(LLMShardProcessor[SegmentedTrace, Outcome]):
+    """The shard processor of an LLM annotator: the recipe for every trace, on one engine."""
 
     def __init__(
         self,
@@ -99,45 +97,42 @@ class LLMShards:
         window: int,
         limits: dict[str, int] | None = None,
     ) -> None:
+        super().__init__(open_engine, window, name="annotate-loop")
         self.out_dir = out_dir
         self.settings = settings
         self.live = live
-        self.window = max(window, 1)
         self.limits = limits
-        self._runner = EngineThread(open_engine, name="annotate-loop")
-        self._refusals = 0
         self.recipe: Recipe | None = None
+        self._tally = Tally()
+        self._refusals = 0
 
-    def __enter__(self) -> LLMShards:
-        engine = self._runner.__enter__().engine
+    def started(self, engine: ChatCompleter) -> None:
         self.recipe = Recipe(engine, self.settings)
         self.live.stats = engine.stats
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._runner.__exit__(*exc)
+    def items(self, task: ShardTask[Path]) -> Iterator[SegmentedTrace]:
+        self._tally = Tally()
+        return read_traces(task, self.limits)
 
-    def __call__(self, task: ShardTask[Path]) -> Iterator[Row]:
-        assert self.recipe is not None, "use LLMShards as a context manager"
-        tally = Tally()
-        outcomes = self._runner.map_ordered(self.recipe.annotate, read_traces(task, self.limits), self.window)
-        with closing(outcomes):  # interrupted or failed: stop what this shard still has in flight
-            for outcome in outcomes:
-                yield self._finish(outcome, tally)
-        write_shard_tally(self.out_dir, task.name, tally)
+    async def process(self, item: SegmentedTrace) -> Outcome:
+        assert self.recipe is not None, "use AnnotatorShards as a context manager"
+        return await self.recipe.annotate(item)
 
-    def _finish(self, outcome: Outcome, tally: Tally) -> Row:
-        refused = isinstance(outcome.item, Quarantined) and outcome.item.reason == "request_rejected"
+    def finish(self, result: Outcome) -> AnnotateRow:
+        refused = isinstance(result.item, Quarantined) and result.item.reason == "request_rejected"
         self._refusals = self._refusals + 1 if refused else 0
         if self._refusals >= REFUSAL_STREAK:
-            assert isinstance(outcome.item, Quarantined)
+            assert isinstance(result.item, Quarantined)
             raise StageError(
-                f"the server refused the requests of {self._refusals} traces in a row ({outcome.item.detail}); "
+                f"the server refused the requests of {self._refusals} traces in a row ({result.item.detail}); "
                 "check --model, --temperature and the endpoint, then rerun (this shard was not written)"
             )
-        tally.add(outcome, self.settings.threshold)
-        self.live.run.add(outcome, self.settings.threshold)
-        return outcome.item
+        self._tally.add(result, self.settings.threshold)
+        self.live.run.add(result, self.settings.threshold)
+        return result.item
+
+    def shard_finished(self, task: ShardTask[Any]) -> None:
+        write_shard_tally(self.out_dir, task.name, self._tally)
 
 
 def stage_options(
@@ -146,11 +141,103 @@ def stage_options(
     """What the output depends on (recorded in the manifest; a resume must match it)."""
     options: dict[str, Any] = {"model": model, "prompt_version": prompt_version, "limit": limit}
     if settings is not None:
-        options.update(
-            judge=settings.judge,
-            threshold=settings.threshold,
-            max_rounds=settings.max_rounds,
-            max_reasks=settings.max_reasks,
-            temperature=settings.temperature,
-        )
+        options.update(settings.model_dump(exclude={"model"}))
     return options
+
+
+@dataclass(frozen=True)
+class AnnotateResult:
+    manifest: Manifest
+    report: dict[str, Any]
+    """The run report, as written to `OUT_DIR/annotate_report.json`."""
+    report_path: Path
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    tasks: list[ShardTask[Path]]
+    limits: dict[str, int] | None
+    todo_traces: int
+
+
+def _inputs(request: AnnotateRequest) -> _Inputs:
+    """The shard tasks, per-shard limits and the number of traces this run has left to annotate."""
+    selection: ShardSelection = request.shard
+    universe, paths = input_shards(request.in_dir, selection)
+    picked = [name for index, name in enumerate(universe) if selection.picks(index)]
+    tasks = [ShardTask(index, name, request.in_dir / f"{name}.parquet") for index, name in enumerate(universe)]
+    limits = shard_limits(paths, picked, request.limit)
+    todo = [name for name in picked if not done_marker(request.out_dir, name).exists()]
+    rows = {name: parquet_rows(request.in_dir / f"{name}.parquet") for name in todo}
+    return _Inputs(tasks, limits, sum(limits[name] if limits else rows[name] for name in todo))
+
+
+def run_annotate(request: AnnotateRequest) -> AnnotateResult:
+    """Annotate every trace of a finished `segment` folder into `request.out_dir` (resumable per shard)."""
+    settings = request.recipe()
+    inputs = _inputs(request)
+    live = LiveStatus(inputs.todo_traces)
+    if settings.model == EXTRACTIVE:
+        executor = request.make_executor()
+        one_process = getattr(executor, "workers", 1) == 1
+        stage = Stage(
+            name=STAGE,
+            out_dir=request.out_dir,
+            model=AnnotatedTrace,
+            process=ExtractiveShards(request.out_dir, inputs.limits, live if one_process else None),
+            options=stage_options(EXTRACTIVE, EXTRACTIVE_VERSION, request.limit, None),
+            description="annotate (extractive)",
+            status=live if one_process else None,
+        )
+        return _run_and_report(stage, inputs, request, executor, live, threshold=0.0, max_rounds=1)
+    open_engine = engine_opener(
+        request, settings.model, request.out_dir, batch=request.batch, poll_interval_s=request.poll_interval
+    )
+    # Traces in flight: enough to keep `concurrency` requests busy despite in-order output; a batch
+    # run puts up to BATCH_WINDOW traces of a shard into one batch per recipe step.
+    window = BATCH_WINDOW if request.batch else request.concurrency * 4
+    with AnnotatorShards(request.out_dir, settings, open_engine, live, window=window, limits=inputs.limits) as process:
+        stage = Stage(
+            name=STAGE,
+            out_dir=request.out_dir,
+            model=AnnotatedTrace,
+            process=process,
+            options=stage_options(settings.model, default_prompts().version, request.limit, settings),
+            description=f"annotate ({settings.model}{', batch' if request.batch else ''})",
+            status=live,
+        )
+        max_rounds = settings.max_rounds if settings.judge else 0
+        return _run_and_report(
+            stage, inputs, request, request.make_executor(), live, threshold=settings.threshold, max_rounds=max_rounds
+        )
+
+
+def _run_and_report(
+    stage: Stage,
+    inputs: _Inputs,
+    request: AnnotateRequest,
+    executor: Any,
+    live: LiveStatus,
+    *,
+    threshold: float,
+    max_rounds: int,
+) -> AnnotateResult:
+    """Run the stage, then write the run report (also when interrupted or failed)."""
+    interrupted = False
+    try:
+        manifest = stage.run(inputs.tasks, request.shard, executor)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if (stage.out_dir / "manifest.json").exists():
+            report = run_report(
+                stage.out_dir,
+                read_manifest(stage.out_dir),
+                live,
+                threshold=threshold,
+                max_rounds=max_rounds,
+                interrupted=interrupted,
+            )
+            path = write_report(stage.out_dir, report)
+    return AnnotateResult(manifest, report, path)

@@ -1,59 +1,16 @@
-"""`openmementos publish`: validated traces as a loadable dataset, to a folder or the Hugging Face Hub."""
+"""`openmementos publish`: validated traces as the public configs, with a card, to the Hub or a folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+from openmementos.publish.request import PublishRequest
 
 if TYPE_CHECKING:
     from openmementos.publish import PublishResult
 
-CARD_PANEL = "Dataset card"
-"""The --help panel of the options that only shape the card."""
 
-
-def publish(
-    in_dir: Annotated[Path, typer.Argument(help="A finished `validate` output folder.", file_okay=False)],
-    repo_id: Annotated[
-        str | None, typer.Option(metavar="ORG/NAME", help="Publish to this Hub dataset repo (created if missing).")
-    ] = None,
-    to: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Publish to this local folder instead (replaced atomically).")
-    ] = None,
-    private: Annotated[bool, typer.Option(help="Create the Hub repo as private.")] = False,
-    token: Annotated[
-        str | None,
-        typer.Option(help="Hub token. Default: $HF_TOKEN or your `hf auth login`. Never printed.", show_default=False),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Build and show what would be published, change nothing.")
-    ] = False,
-    pretty_name: Annotated[
-        str | None,
-        typer.Option(help="Dataset title on the card. Default: the repo or folder name.", rich_help_panel=CARD_PANEL),
-    ] = None,
-    license: Annotated[str, typer.Option(help="License id for the card's metadata.", rich_help_panel=CARD_PANEL)] = (
-        "apache-2.0"
-    ),
-    source_dataset: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Hub id of the source traces, repeatable. Default: what `download` read (see --lineage).",
-            rich_help_panel=CARD_PANEL,
-        ),
-    ] = None,
-    lineage: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="Earlier stage folders (download, segment, annotate, in order), repeatable: their settings "
-            "and counts go into the card's recipe. `openmementos run` passes them.",
-            rich_help_panel=CARD_PANEL,
-        ),
-    ] = None,
-    rows_per_shard: Annotated[int, typer.Option(min=1, help="Traces per parquet file of each config.")] = 5000,
-) -> None:
+def publish(request: PublishRequest) -> None:
     """Publish validated traces as the `default` and `full` configs with a dataset card.
 
     Writes data/train-*.parquet (problem, response, domain, source, difficulty) and full/train-*.parquet
@@ -68,24 +25,9 @@ def publish(
 
       openmementos publish out/validate --repo-id my-org/my-mementos --private
     """
-    from openmementos.publish import PublishError, PublishSettings
-    from openmementos.publish import publish as run_publish
+    from openmementos.publish import run_publish
 
-    settings = PublishSettings(
-        pretty_name=pretty_name,
-        license=license,
-        source_datasets=tuple(source_dataset or ()),
-        lineage=tuple(lineage or ()),
-        rows_per_shard=rows_per_shard,
-    )
-    try:
-        result = run_publish(
-            in_dir, repo_id=repo_id, to=to, private=private, token=token, dry_run=dry_run, settings=settings
-        )
-    except PublishError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    report(result, dry_run)
+    report(run_publish(request), request.dry_run)
 
 
 def report(result: PublishResult, dry_run: bool) -> None:

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import Field
+
+from openmementos.options import Cli, Request
+
+if TYPE_CHECKING:
+    from openmementos.pipeline import StageCall
 
 
-def run(
-    pipeline: Annotated[Path, typer.Argument(help="A pipeline YAML file, e.g. pipelines/demo.yaml.", dir_okay=False)],
-    from_stage: Annotated[
-        str | None, typer.Option("--from", metavar="STAGE", help="Start at this stage (earlier ones are done).")
-    ] = None,
-    until: Annotated[str | None, typer.Option(metavar="STAGE", help="Stop after this stage.")] = None,
-    check: Annotated[
-        bool, typer.Option("--check", help="Only check the file and print the stages it would run.")
-    ] = False,
-) -> None:
+class RunRequest(Request):
+    pipeline: Annotated[Path, Cli(argument=True)] = Field(description="A pipeline YAML file, e.g. pipelines/demo.yaml.")
+    from_stage: Annotated[str | None, Cli(flag="--from", metavar="STAGE")] = Field(
+        None, description="Start at this stage (earlier ones are done)."
+    )
+    until: Annotated[str | None, Cli(metavar="STAGE")] = Field(None, description="Stop after this stage.")
+    check: bool = Field(False, description="Only check the file and print the stages it would run.")
+
+
+def run(request: RunRequest) -> None:
     """Run download -> segment -> annotate -> validate -> stats -> publish as a pipeline file describes.
 
     Each stage's options are its command's options (dashes as underscores), checked before anything
@@ -31,20 +37,29 @@ def run(
 
       openmementos run pipelines/openmementos-228k.yaml --until validate
     """
-    from openmementos.pipeline import PipelineError, load_pipeline, run_pipeline
+    from openmementos.pipeline import load_pipeline, run_pipeline
 
-    try:
-        calls = load_pipeline(pipeline)
-        if check:
-            for call in calls:
-                given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
-                typer.echo(f"{call.name}: {given}")
-            return
-        run_pipeline(calls, start=from_stage, stop=until, echo=lambda line: typer.secho(line, bold=True))
-    except PipelineError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    typer.secho(f"pipeline {pipeline} finished", fg="green")
+    calls = load_pipeline(request.pipeline)
+    if request.check:
+        for call in calls:
+            given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
+            typer.echo(f"{call.name}: {given}")
+        return
+    run_pipeline(
+        calls,
+        start=request.from_stage,
+        stop=request.until,
+        echo=lambda line: typer.secho(line, bold=True),
+        perform=_as_command,
+    )
+    typer.secho(f"pipeline {request.pipeline} finished", fg="green")
+
+
+def _as_command(call: StageCall) -> Any:
+    """Run a stage the way its command does (so it prints what the command prints)."""
+    from openmementos.cli import STAGE_COMMANDS
+
+    return STAGE_COMMANDS[call.name](call.request)
 
 
 def _shown(value: object) -> str:

@@ -2,105 +2,17 @@
 
 from __future__ import annotations
 
-import math
-import os
-from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
 
 import typer
 
-from openmementos.commands import resumable_on_interrupt
+from openmementos.segment.request import SegmentRequest
 
 if TYPE_CHECKING:
-    from openmementos.segment.stage import SegmentSettings
-
-BLOCKS = "Blocks"
-LLM = "LLM scorer (--scorer llm)"
+    from openmementos.segment.stage import SegmentResult
 
 
-class Scorer(StrEnum):
-    heuristic = "heuristic"
-    llm = "llm"
-
-
-def segment(
-    in_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="Output folder of `download` (SourceTrace shards). With --explain: a `segment` output folder, "
-            "or a `download` folder to segment that one trace on the fly (heuristic scorer, the options given)."
-        ),
-    ],
-    out_dir: Annotated[
-        Path | None,
-        typer.Argument(help="Where SegmentedTrace shards, quarantine/ and manifest.json go (not with --explain)."),
-    ] = None,
-    scorer: Annotated[
-        Scorer, typer.Option(help="Boundary scorer: rule-based (offline, deterministic) or an LLM over windows.")
-    ] = Scorer.heuristic,
-    lam: Annotated[
-        float,
-        typer.Option(
-            "--lambda", min=0, help="Weight of the block-size CV in mean(cut scores) - λ·CV.", rich_help_panel=BLOCKS
-        ),
-    ] = 0.5,
-    min_block_tokens: Annotated[
-        int, typer.Option(min=0, help="Every block has at least this many tokens.", rich_help_panel=BLOCKS)
-    ] = 200,
-    max_block_tokens: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Hard cap on block tokens. The objective alone favours few, large blocks (often 2); a cap such "
-            "as 1536 gives MEMENTO-sized blocks. Traces that cannot meet it are quarantined.",
-            rich_help_panel=BLOCKS,
-        ),
-    ] = None,
-    tokenizer: Annotated[
-        str,
-        typer.Option(help="Token counts: a tiktoken encoding or a path to a tokenizer.json.", rich_help_panel=BLOCKS),
-    ] = "cl100k_base",
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Processes, one input shard each at a time (heuristic scorer; the LLM scorer runs its requests "
-            "concurrently in one process). Default: CPU count, at most 8.",
-        ),
-    ] = None,
-    shard: Annotated[str | None, typer.Option(help="Process only shards I mod N of the input: I/N.")] = None,
-    explain: Annotated[
-        str | None,
-        typer.Option(
-            "--explain",
-            metavar="TRACE_ID",
-            help="Print one trace's blocks, cut scores, sizes and rules; write nothing.",
-        ),
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Scoring LLM.", rich_help_panel=LLM)] = None,
-    base_url: Annotated[
-        list[str] | None,
-        typer.Option(help="OpenAI-compatible endpoint, repeatable. Default: $OPENAI_BASE_URL.", rich_help_panel=LLM),
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(help="Default: $OPENAI_API_KEY. Never written anywhere.", show_default=False, rich_help_panel=LLM),
-    ] = None,
-    window: Annotated[int, typer.Option(min=2, help="Boundaries per LLM request.", rich_help_panel=LLM)] = 16,
-    second_window: Annotated[
-        int | None,
-        typer.Option(
-            help="Also score with windows of this size (coprime to --window, e.g. 11) and average into half points.",
-            rich_help_panel=LLM,
-        ),
-    ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.", rich_help_panel=LLM)] = 32,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="Response cache folder (default OUT_DIR/.llm).", rich_help_panel=LLM),
-    ] = None,
-) -> None:
+def segment(request: SegmentRequest) -> None:
     """Cut each trace into lossless sentences and optimal blocks.
 
     Sentences are exact spans of the reasoning (joined, they give it back byte for byte); every boundary
@@ -118,140 +30,28 @@ def segment(
 
       openmementos segment dl seg --scorer llm --model gpt-4.1-mini --second-window 11
     """
-    from openmementos.llm import LLMError
-    from openmementos.segment.stage import SegmentSettings
-    from openmementos.shards import StageError
+    if request.explain is not None:
+        from rich.console import Console
 
-    try:
-        settings = SegmentSettings(lam, min_block_tokens, max_block_tokens, tokenizer)
-        if explain is not None:
-            _explain(in_dir, explain, settings)
-            return
-        if out_dir is None:
-            raise typer.BadParameter("give OUT_DIR (or --explain TRACE_ID)", param_hint="OUT_DIR")
-        if scorer is Scorer.heuristic:
-            _run_heuristic(in_dir, out_dir, settings, workers or min(8, os.cpu_count() or 1), shard)
-        else:
-            if not model:
-                raise typer.BadParameter("--scorer llm needs --model", param_hint="--model")
-            if second_window is not None and math.gcd(window, second_window) != 1:
-                raise typer.BadParameter(
-                    "use a window coprime to --window (e.g. 16 and 11)", param_hint="--second-window"
-                )
-            _run_llm(
-                in_dir, out_dir, settings, shard, model, base_url or [], api_key, window, second_window, concurrency,
-                cache_dir,
-            )  # fmt: skip
-    except (StageError, LLMError, ValueError) as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        from openmementos.segment.explain import explain
+        from openmementos.segment.stage import trace_to_explain
+
+        explain(*trace_to_explain(request), Console())
+        return
+    from openmementos.segment.stage import run_segment
+
+    report(run_segment(request))
 
 
-def _tasks(in_dir: Path, shard: str | None) -> tuple[list[Any], Any]:
-    from openmementos.shards import ShardSelection, ShardTask, input_shards
-
-    selection = ShardSelection.parse(shard)
-    universe, _ = input_shards(in_dir, selection)
-    return [ShardTask(index, name, in_dir / f"{name}.parquet") for index, name in enumerate(universe)], selection
-
-
-def _run_heuristic(in_dir: Path, out_dir: Path, settings: SegmentSettings, workers: int, shard: str | None) -> None:
-    from openmementos.schema import SegmentedTrace
-    from openmementos.segment.stage import STAGE, HeuristicShards
-    from openmementos.shards import Stage
-
-    tasks, selection = _tasks(in_dir, shard)
-    stage = Stage(
-        name=STAGE,
-        out_dir=out_dir,
-        model=SegmentedTrace,
-        process=HeuristicShards(settings),
-        options={**settings.options(), "scorer": "heuristic"},
-        workers=workers,
-        description="segment (heuristic)",
-    )
-    with resumable_on_interrupt():
-        manifest = stage.run(tasks, selection)
-    _report(manifest, out_dir)
-
-
-def _run_llm(
-    in_dir: Path,
-    out_dir: Path,
-    settings: SegmentSettings,
-    shard: str | None,
-    model: str,
-    base_urls: list[str],
-    api_key: str | None,
-    window: int,
-    second_window: int | None,
-    concurrency: int,
-    cache_dir: Path | None,
-) -> None:
-    from openmementos.llm import ChatCompleter, LLMEngine, LLMSettings, ResponseCache, relax_gc
-    from openmementos.schema import SegmentedTrace
-    from openmementos.segment.llm_scorer import LLMScorer, LLMShards
-    from openmementos.segment.stage import STAGE
-    from openmementos.shards import Stage
-
-    llm = LLMSettings(base_urls=tuple(base_urls), api_key=api_key, concurrency=concurrency)
-    llm.key()  # a hosted endpoint without a key fails here, before any work
-    with ResponseCache.in_dir(cache_dir or out_dir / ".llm") as cache:  # made up front: a clear error if not writable
-        cache_path = cache.path
-    tasks, selection = _tasks(in_dir, shard)
-    relax_gc()  # many requests in flight: see there
-
-    async def open_engine() -> ChatCompleter:
-        return LLMEngine(llm, cache=cache_path)
-
-    with LLMShards(open_engine, model, window, second_window, settings) as process:
-        stage = Stage(
-            name=STAGE,
-            out_dir=out_dir,
-            model=SegmentedTrace,
-            process=process,
-            options={**settings.options(), **LLMScorer.options(model, window, second_window)},
-            description=f"segment (llm {model})",
-        )
-        try:
-            with resumable_on_interrupt():
-                manifest = stage.run(tasks, selection)
-        finally:
-            typer.echo(process.tally.render())
-    _report(manifest, out_dir)
-
-
-def _report(manifest: Any, out_dir: Path) -> None:
-    from openmementos.segment.explain import BlockStatistics
-
+def report(result: SegmentResult) -> None:
+    manifest = result.manifest
+    if result.scoring is not None:
+        typer.echo(result.scoring)
     reasons = ", ".join(f"{reason}: {count:,}" for reason, count in manifest.reasons().most_common())
     typer.echo(
         f"segmented {manifest.rows:,} traces, quarantined {manifest.quarantined:,}"
         + (f" ({reasons})" if reasons else "")
         + ("" if manifest.complete else " · some shards are not done yet (other --shard runs, or rerun)")
     )
-    if statistics := BlockStatistics.of_directory(out_dir):
-        typer.echo(statistics.render())
-
-
-def _explain(directory: Path, trace_id: str, settings: SegmentSettings) -> None:
-    from rich.console import Console
-
-    from openmementos.schema import SegmentedTrace, SourceTrace
-    from openmementos.segment.explain import explain, find_trace
-    from openmementos.segment.scorers import HeuristicScorer
-    from openmementos.segment.stage import STAGE, segment_trace
-    from openmementos.shards import read_manifest
-
-    manifest = read_manifest(directory)
-    row = find_trace(directory, trace_id)
-    if row is None:
-        raise ValueError(f"no trace with id {trace_id!r} in {directory}")
-    if manifest.stage == STAGE:
-        trace = SegmentedTrace.model_validate(row)
-        lam = float(manifest.options.get("lam", settings.lam))
-    else:  # a download folder: segment this one trace now, with the options given
-        fields = {name: value for name, value in row.items() if name in SourceTrace.model_fields}
-        trace = segment_trace(SourceTrace.model_validate(fields), HeuristicScorer(), settings)
-        lam = settings.lam
-    explain(trace, lam, Console())
+    if result.statistics is not None:
+        typer.echo(result.statistics.render())

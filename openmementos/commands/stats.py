@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
+
+from openmementos.stats_request import StatsRequest
 
 if TYPE_CHECKING:
     from openmementos.stats import DatasetStats
 
 
-def stats(
-    in_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="An `annotate` or `validate` output folder, or a published folder (`publish --to DIR`).",
-            exists=True,
-            file_okay=False,
-        ),
-    ],
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the statistics as JSON (and nothing else) on stdout.")
-    ] = False,
-    plots: Annotated[
-        Path | None, typer.Option(help="Write PNG plots (compression, peak-KV ratio, blocks per trace) here.")
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="Count tokens with this tiktoken encoding or tokenizer.json path instead of the rows' own "
-            "(published folders: default cl100k_base)."
-        ),
-    ] = None,
-) -> None:
+def stats(request: StatsRequest) -> None:
     """Counts per domain and source, blocks per trace, tokens per block and memento, compression, peak KV.
 
     The peak-KV ratio is simulated per trace from token counts: the full context (prompt and every
@@ -42,19 +21,14 @@ def stats(
 
     Example: openmementos stats out/demo/validate --plots out/demo/plots
     """
-    from openmementos.stats import collect
+    from openmementos.stats_request import run_stats
 
-    try:
-        collector = collect(in_dir, tokenizer, progress=not json_output)
-        result = collector.result()
-    except (FileNotFoundError, ValueError) as error:
-        raise typer.BadParameter(str(error), param_hint="IN_DIR") from None
-    written = collector.write_plots(plots) if plots else []
-    if json_output:
-        typer.echo(result.model_dump_json(indent=2))
+    result = run_stats(request)
+    if request.json_output:
+        typer.echo(result.stats.model_dump_json(indent=2))
         return
-    print_stats(result)
-    for path in written:
+    print_stats(result.stats)
+    for path in result.plots:
         typer.echo(f"plot: {path}")
 
 

@@ -23,7 +23,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openmementos import resources, shards
+from openmementos import resources
+from openmementos.runtime.manifest import MANIFEST, data_files
+from openmementos.runtime.selection import ShardSelection
+from openmementos.runtime.stage import input_shards
 
 BATCH_ROWS = 256
 DOWNLOAD_ATTEMPTS = 5
@@ -215,9 +218,9 @@ def local_input(path: Path, split: str) -> list[InputFile]:
         state = json.loads((path / "state.json").read_text())
         names = [entry["filename"] for entry in state["_data_files"]]
         return [InputFile(label=name, format="arrow", path=str(path / name)) for name in names]
-    if (path / shards.MANIFEST).exists():
-        shards.input_shards(path, shards.ShardSelection())  # refuses an unfinished stage output
-        found = shards.data_files(path)
+    if (path / MANIFEST).exists():
+        input_shards(path, ShardSelection())  # refuses an unfinished stage output
+        found = data_files(path)
     else:
         found = sorted(
             p for p in path.rglob("*") if p.suffix in FORMATS and p.is_file() and not _hidden(p.relative_to(path))

@@ -1,7 +1,7 @@
 """The download stage: resolve the input, plan the selection, then convert and filter file by file.
 
 Each input file becomes one output shard (`part-NNNNN.parquet` of `SourceTrace` rows) through
-`shards.Stage`, which gives resumability, `--shard I/N` and the quarantine. A row ends in exactly one
+`runtime.stage.Stage`, which gives resumability, `--shard I/N` and the quarantine. A row ends in exactly one
 place, and the manifest accounts for all of them:
 
 - written: converted and passed the filters;
@@ -16,10 +16,11 @@ place, and the manifest accounts for all of them:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from openmementos.download.filters import Filters
 from openmementos.download.mapping import ColumnMapping
@@ -33,6 +34,7 @@ from openmementos.download.readers import (
     local_input,
     sample_input,
 )
+from openmementos.download.request import DEFAULT_DATASET, STAGE, DownloadRequest
 from openmementos.download.sampling import (
     BoundFinder,
     SelectionPlan,
@@ -41,40 +43,10 @@ from openmementos.download.sampling import (
     StratumCounts,
     allocate,
 )
+from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, read_manifest, shard_name
+from openmementos.runtime.progress import FileProgress
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage
 from openmementos.schema import SourceTrace, TraceRejected
-from openmementos.shards import (
-    MANIFEST,
-    Manifest,
-    Quarantined,
-    ShardSelection,
-    ShardTask,
-    Stage,
-    StageError,
-    read_manifest,
-    shard_name,
-)
-
-STAGE = "download"
-DEFAULT_DATASET = "open-thoughts/OpenThoughts3-1.2M"
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DownloadRequest:
-    """Everything `openmementos download` was asked to do. `input` / `sample` replace the Hub dataset."""
-
-    out_dir: Path
-    dataset: str = DEFAULT_DATASET
-    revision: str = "main"
-    config: str | None = None
-    split: str = "train"
-    input: Path | None = None
-    sample: bool = False
-    mapping: ColumnMapping = field(default_factory=ColumnMapping)
-    filters: Filters = field(default_factory=Filters)
-    selection: SelectionRequest | None = None
-    shard: ShardSelection = field(default_factory=ShardSelection)
-    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -100,35 +72,29 @@ def run_download(request: DownloadRequest) -> DownloadResult:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()  # the stage's bar shows progress; per-file bars from workers would garble it
-    mapping = request.mapping.resolve(column_names(files[0]))
+    mapping = request.mapping().resolve(column_names(files[0]))
+    filters, selection = request.filters(), request.selection()
     options: dict[str, Any] = {
         "input": input_json,
         "mapping": mapping.as_json(),
-        "filters": asdict(request.filters),
-        "selection_request": request.selection.as_json() if request.selection else None,
+        "filters": asdict(filters),
+        "selection_request": selection.as_json() if selection else None,
     }
     previous = _previous_options(request.out_dir, options)
     plan = None
-    if request.selection is not None:
+    if selection is not None:
         if previous is not None:
             plan = SelectionPlan.from_json(previous["selection"])
         else:
-            plan = make_plan(files, mapping, request.selection)
+            plan = make_plan(files, mapping, selection)
         options["selection"] = plan.as_json()
     tasks = [
-        ShardTask(index, shard_name(index), ShardSource(file, index, mapping, request.filters, plan))
+        ShardTask(index, shard_name(index), ShardSource(file, index, mapping, filters, plan))
         for index, file in enumerate(files)
     ]
-    stage = Stage(
-        STAGE,
-        request.out_dir,
-        SourceTrace,
-        convert_shard,
-        options=options,
-        workers=request.workers,
-        description="download",
-    )
-    return DownloadResult(stage.run(tasks, request.shard), plan)
+    stage = Stage(STAGE, request.out_dir, SourceTrace, convert_shard, options=options, description="download")
+    executor = request.make_executor(default_workers=min(8, os.cpu_count() or 1))
+    return DownloadResult(stage.run(tasks, request.shard, executor), plan)
 
 
 def _resolve_input(request: DownloadRequest) -> tuple[list[InputFile], dict[str, Any]]:
@@ -138,9 +104,10 @@ def _resolve_input(request: DownloadRequest) -> tuple[list[InputFile], dict[str,
     if request.input is not None:
         files = local_input(request.input, request.split)
         return files, {"kind": "local", "path": str(request.input.resolve()), "files": [f.label for f in files]}
-    hub = hub_input(request.dataset, request.revision, request.config, request.split)
+    dataset = request.dataset or DEFAULT_DATASET
+    hub = hub_input(dataset, request.revision, request.config, request.split)
     if not hub.files:
-        raise ValueError(f"dataset {request.dataset} has no data files in split {request.split!r}")
+        raise ValueError(f"dataset {dataset} has no data files in split {request.split!r}")
     input_json = {
         "kind": "hub",
         "dataset": hub.repo_id,
@@ -176,13 +143,13 @@ def make_plan(files: list[InputFile], mapping: ColumnMapping, request: Selection
     """Two passes over the metadata columns of every file: stratum sizes, then per-stratum hash bounds."""
     columns = mapping.metadata_columns()
     counts = StratumCounts()
-    with _FileProgress("selection: counting strata", len(files)) as progress:
+    with FileProgress("selection: counting strata", len(files)) as progress:
         for file in files:
             counts.add_file(stratum for _, stratum in progress.counted(_strata(file, mapping, columns)))
     quotas, summary = allocate(counts, request)
     finder = BoundFinder(request.seed, quotas, counts.sizes)
     if finder.needed:
-        with _FileProgress(f"selection: drawing (seed {request.seed})", len(files)) as progress:
+        with FileProgress(f"selection: drawing (seed {request.seed})", len(files)) as progress:
             for file in files:
                 for key, stratum in progress.counted(_strata(file, mapping, columns)):
                     finder.add(stratum, key)
@@ -252,35 +219,3 @@ def _convert(
     except TraceRejected as rejected:
         return Quarantined(key, rejected.reason, rejected.detail, {**pointer, **mapping.metadata(row)})
     return trace
-
-
-class _FileProgress:
-    """A rich progress bar over files for the selection passes, with the rows seen."""
-
-    def __init__(self, description: str, files: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.rows = 0
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files · {task.fields[rows]} rows"),
-            TimeElapsedColumn(),
-        )
-        self._task = self._progress.add_task(description, total=files, rows="0")
-
-    def __enter__(self) -> _FileProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def counted(self, items: Iterator[T]) -> Iterator[T]:
-        for item in items:
-            self.rows += 1
-            if self.rows % 10_000 == 0:
-                self._progress.update(self._task, rows=f"{self.rows:,}")
-            yield item
-        self._progress.update(self._task, advance=1, rows=f"{self.rows:,}")

@@ -10,26 +10,39 @@ Used by ``annotate`` (the memento recipe) and by the ``llm`` boundary scorer of 
 * :func:`extract_json`: tolerant parsing of JSON answers.
 * :mod:`openmementos.llm.runner`: one engine on a background event loop, streaming a stage's rows
   through it in input order (used by both stages' shard processors).
+
+Names are exported lazily: importing a light module such as ``openmementos.llm.errors`` does not pull in
+the openai client stack.
 """
 
-from openmementos.llm.batch import BatchEngine
-from openmementos.llm.cache import CachedAnswer, ResponseCache
-from openmementos.llm.completer import ChatCompleter, EngineStats
-from openmementos.llm.engine import LLMEngine, relax_gc
-from openmementos.llm.errors import (
-    BatchItemFailed,
-    ConfigurationError,
-    LLMError,
-    MalformedAnswer,
-    RequestRejected,
-    RetriesExhausted,
-    redact,
-)
-from openmementos.llm.parsing import extract_json
-from openmementos.llm.pricing import ModelPrice, PriceTable
-from openmementos.llm.request import ChatRequest, ChatResult
-from openmementos.llm.settings import LLMSettings
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from openmementos.lazy import lazy_exports
+
+_EXPORTS = {
+    "BatchEngine": "batch",
+    "CachedAnswer": "cache",
+    "ResponseCache": "cache",
+    "ChatCompleter": "completer",
+    "EngineStats": "completer",
+    "LLMEngine": "engine",
+    "relax_gc": "engine",
+    "BatchItemFailed": "errors",
+    "ConfigurationError": "errors",
+    "LLMError": "errors",
+    "MalformedAnswer": "errors",
+    "RequestRejected": "errors",
+    "RetriesExhausted": "errors",
+    "redact": "errors",
+    "extract_json": "parsing",
+    "ModelPrice": "pricing",
+    "PriceTable": "pricing",
+    "ChatRequest": "request",
+    "ChatResult": "request",
+    "LLMSettings": "settings",
+}
 __all__ = [
     "BatchEngine",
     "BatchItemFailed",
@@ -52,3 +65,24 @@ __all__ = [
     "redact",
     "relax_gc",
 ]
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+if TYPE_CHECKING:
+    from openmementos.llm.batch import BatchEngine
+    from openmementos.llm.cache import CachedAnswer, ResponseCache
+    from openmementos.llm.completer import ChatCompleter, EngineStats
+    from openmementos.llm.engine import LLMEngine, relax_gc
+    from openmementos.llm.errors import (
+        BatchItemFailed,
+        ConfigurationError,
+        LLMError,
+        MalformedAnswer,
+        RequestRejected,
+        RetriesExhausted,
+        redact,
+    )
+    from openmementos.llm.parsing import extract_json
+    from openmementos.llm.pricing import ModelPrice, PriceTable
+    from openmementos.llm.request import ChatRequest, ChatResult
+    from openmementos.llm.settings import LLMSettings

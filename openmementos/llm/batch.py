@@ -31,7 +31,7 @@ from openmementos.llm.engine import make_openai_client
 from openmementos.llm.errors import BatchItemFailed, ConfigurationError, short_detail
 from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest
-from openmementos.llm.retry import MalformedResponse, as_llm_error
+from openmementos.llm.retry import MalformedCompletion, as_llm_error
 from openmementos.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class BatchEngine(CachingCompleter):
                         answers[key] = answer_from_completion(
                             response.get("body"), model=upload.models[key], batch=True
                         )
-                    except MalformedResponse as exc:
+                    except MalformedCompletion as exc:
                         failures[key] = str(exc)
                 else:
                     failures[key] = _item_error(item)

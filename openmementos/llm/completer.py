@@ -18,7 +18,7 @@ from typing import Any, Protocol, Self
 from openmementos.llm.cache import CachedAnswer, ResponseCache
 from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest, ChatResult
-from openmementos.llm.retry import MalformedResponse
+from openmementos.llm.retry import MalformedCompletion
 
 
 class ChatCompleter(Protocol):
@@ -53,7 +53,7 @@ class EngineStats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
-    def summary(self) -> str:
+    def status_line(self) -> str:
         """One short line, e.g. for a progress bar's description."""
         retries = sum(self.retries.values())
         return (
@@ -67,7 +67,7 @@ class EngineStats:
 
 
 def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> CachedAnswer:
-    """The answer in a chat-completion object (parsed JSON); :class:`MalformedResponse` if unusable."""
+    """The answer in a chat-completion object (parsed JSON); :class:`MalformedCompletion` if unusable."""
     try:
         choice = data["choices"][0]
         text = choice["message"].get("content") or ""
@@ -81,14 +81,14 @@ def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> Cac
             batch=batch,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-        raise MalformedResponse(f"not a usable chat completion ({type(exc).__name__})") from None
+        raise MalformedCompletion(f"not a usable chat completion ({type(exc).__name__})") from None
 
 
 def answer_from_body(body: bytes, *, model: str) -> CachedAnswer:
     try:
         data = json.loads(body)
     except ValueError:
-        raise MalformedResponse(f"chat completion body is not JSON ({len(body)} bytes)") from None
+        raise MalformedCompletion(f"chat completion body is not JSON ({len(body)} bytes)") from None
     return answer_from_completion(data, model=model)
 
 

@@ -25,7 +25,7 @@ T = TypeVar("T")
 _RETRYABLE_CLIENT_STATUSES = {408, 409}
 
 
-class MalformedResponse(Exception):
+class MalformedCompletion(Exception):
     """A 200 answer whose body is not a usable chat completion (truncated, not JSON, no choices)."""
 
 
@@ -42,7 +42,7 @@ def transient_reason(exc: BaseException) -> str | None:
         if exc.status_code >= 500 or exc.status_code in _RETRYABLE_CLIENT_STATUSES:
             return "server_error"
         return None
-    if isinstance(exc, MalformedResponse):
+    if isinstance(exc, MalformedCompletion):
         return "malformed"
     return None
 

@@ -1,6 +1,6 @@
 """Driving async LLM work from synchronous stage code: one event loop on a background thread.
 
-A stage's shard processor is a plain generator (``shards.Stage`` pulls rows from it), while the
+A stage's shard processor is a plain generator (``runtime.stage.Stage`` pulls rows from it), while the
 engine is asyncio. :class:`LoopThread` keeps ONE event loop running on a daemon thread for the whole
 run; :meth:`LoopThread.map_ordered` streams an iterator of inputs through an async per-item function,
 at most ``window`` items in flight, and yields the results in input order. Nothing waits for a batch

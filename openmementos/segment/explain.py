@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from openmementos.runtime.manifest import data_files
 from openmementos.schema import SegmentedTrace
 from openmementos.segment.partition import evaluate
 from openmementos.segment.scorers import HeuristicScorer
-from openmementos.shards import data_files
 
 PREVIEW_CHARS = 70
 

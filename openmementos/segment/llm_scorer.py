@@ -15,7 +15,7 @@ Sentences longer than `MAX_SENTENCE_CHARS` are shown with their middle elided: a
 how one sentence ends and the next begins. The instructions are `prompts/boundary_scores.md`; its text
 and the framing below are hashed into the scorer's name, recorded in every row.
 
-`LLMShards` runs the scorer on shards with one engine for the whole run, on an event loop in a
+`LLMScorerShards` runs the scorer on shards with one engine for the whole run, on an event loop in a
 background thread (`llm.runner`): traces stream through a window of traces in flight (the engine bounds
 the requests in flight and caches every answer, so a rerun pays nothing twice) and are cut into blocks
 in input order as their scores arrive.
@@ -26,20 +26,23 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from openmementos.llm import ChatCompleter, ChatRequest, EngineStats, MalformedAnswer, RequestRejected, extract_json
-from openmementos.llm.runner import EngineThread
+from openmementos.llm.options import engine_opener
+from openmementos.llm.shards import LLMShardProcessor
 from openmementos.resources import content_hash, read_prompt
+from openmementos.runtime.manifest import Manifest
+from openmementos.runtime.shardio import iter_records
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
+from openmementos.segment.request import STAGE, SegmentRequest, SegmentSettings
 from openmementos.segment.scorers import BoundaryScores, HeuristicScorer
 from openmementos.segment.sentences import Span
-from openmementos.segment.stage import SegmentSettings, assemble, sentences_of
-from openmementos.shards import Quarantined, ShardTask, iter_records
+from openmementos.segment.stage import assemble, sentences_of
 
 MAX_SENTENCE_CHARS = 1_200
 WINDOW_USER = "Score the {count} marked boundaries, B{first} to B{last}.\n\n{body}"
@@ -256,12 +259,17 @@ class LLMScorer:
         return None
 
 
-class LLMShards:
-    """The shard processor of the LLM scorer: one engine for the whole run, on a background event loop.
+Split = tuple[list[Span], list[str]]
+Prepared = tuple[SourceTrace, Split | TraceRejected]
+"""A trace read from its shard with its sentences (split in the main thread, before scoring)."""
+Scored = tuple[Prepared, BoundaryScores | None]
 
-    Use as a context manager around `Stage.run` (one process, `workers=1`: concurrency comes from the
-    loop). `open_engine` is awaited on the loop to build the engine, so its clients bind to that loop.
-    Up to `traces_in_flight` traces are scored at once; rows come back in input order.
+
+class LLMScorerShards(LLMShardProcessor[Prepared, Scored]):
+    """The shard processor of the LLM scorer: traces stream through a window of traces being scored.
+
+    Each trace is split into sentences as it is read (in this thread), its boundaries scored on the loop,
+    and its blocks cut in input order as the scores arrive.
     """
 
     def __init__(
@@ -273,54 +281,42 @@ class LLMShards:
         settings: SegmentSettings,
         traces_in_flight: int = 256,
     ) -> None:
+        super().__init__(open_engine, traces_in_flight, name="segment-loop")
         self.model = model
-        self.window = window
-        self.second_window = second_window
+        self.windows = (window, second_window)
         self.settings = settings
-        self.traces_in_flight = traces_in_flight
-        self._runner = EngineThread(open_engine, name="segment-loop")
         self.tally = ScoringTally()
         self.scorer: LLMScorer | None = None
 
-    def __enter__(self) -> LLMShards:
-        self.scorer = LLMScorer(self._runner.__enter__().engine, self.model, self.window, self.second_window)
+    def started(self, engine: ChatCompleter) -> None:
+        self.scorer = LLMScorer(engine, self.model, *self.windows)
         self.tally = self.scorer.tally
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._runner.__exit__(*exc)
+    def items(self, task: ShardTask[Path]) -> Iterator[Prepared]:
+        return ((trace, _split(trace)) for trace in iter_records(task.source, SourceTrace))
 
-    def __call__(self, task: ShardTask[Path]) -> Iterator[SegmentedTrace | Quarantined]:
-        assert self.scorer is not None, "use LLMShards as a context manager"
-        traces = ((trace, _split(trace)) for trace in iter_records(task.source, SourceTrace))
-        scored = self._runner.map_ordered(self._score, traces, self.traces_in_flight)
-        with closing(scored):  # interrupted or failed: stop what this shard still has in flight
-            for (trace, split), scores in scored:
-                try:
-                    if isinstance(split, TraceRejected):
-                        raise split
-                    assert scores is not None
-                    yield assemble(trace, *split, scores, self.label(scores), self.settings)
-                except TraceRejected as rejected:
-                    yield Quarantined(trace.id, rejected.reason, rejected.detail, trace)
-
-    def label(self, scores: BoundaryScores) -> str:
-        """The row's `scorer`: the LLM scorer's name, plus how many windows the heuristic scored."""
-        name = LLMScorer.name_of(self.model, self.window, self.second_window)
-        return (
-            f"{name};heuristic_windows={scores.fallback_windows}/{scores.windows}" if scores.fallback_windows else name
-        )
-
-    async def _score(self, item: Prepared) -> tuple[Prepared, BoundaryScores | None]:
+    async def process(self, item: Prepared) -> Scored:
         """Score one trace's boundaries (on the loop); a trace that could not be split passes through."""
-        assert self.scorer is not None
+        assert self.scorer is not None, "use LLMScorerShards as a context manager"
         _, split = item
         return item, None if isinstance(split, TraceRejected) else await self.scorer.score(split[1])
 
+    def finish(self, result: Scored) -> SegmentedTrace | Quarantined:
+        (trace, split), scores = result
+        try:
+            if isinstance(split, TraceRejected):
+                raise split
+            assert scores is not None
+            return assemble(trace, *split, scores, self.label(scores), self.settings)
+        except TraceRejected as rejected:
+            return Quarantined(trace.id, rejected.reason, rejected.detail, trace)
 
-Split = tuple[list[Span], list[str]]
-Prepared = tuple[SourceTrace, Split | TraceRejected]
-"""A trace read from its shard with its sentences (split in the main thread, before scoring)."""
+    def label(self, scores: BoundaryScores) -> str:
+        """The row's `scorer`: the LLM scorer's name, plus how many windows the heuristic scored."""
+        name = LLMScorer.name_of(self.model, *self.windows)
+        return (
+            f"{name};heuristic_windows={scores.fallback_windows}/{scores.windows}" if scores.fallback_windows else name
+        )
 
 
 def _split(trace: SourceTrace) -> Split | TraceRejected:
@@ -328,3 +324,24 @@ def _split(trace: SourceTrace) -> Split | TraceRejected:
         return sentences_of(trace)
     except TraceRejected as rejected:
         return rejected
+
+
+def run_llm_scorer(request: SegmentRequest, tasks: Sequence[ShardTask[Path]]) -> tuple[Manifest, str]:
+    """The segment stage with the LLM scorer: the manifest, and what the scorer did (its tally, rendered)."""
+    assert request.model is not None and request.out_dir is not None  # the request checks both
+    settings = request.settings()
+    open_engine = engine_opener(request, request.model, request.out_dir)
+    with LLMScorerShards(open_engine, request.model, request.window, request.second_window, settings) as process:
+        stage = Stage(
+            name=STAGE,
+            out_dir=request.out_dir,
+            model=SegmentedTrace,
+            process=process,
+            options={
+                **settings.model_dump(),
+                **LLMScorer.options(request.model, request.window, request.second_window),
+            },
+            description=f"segment (llm {request.model})",
+        )
+        manifest = stage.run(tasks, request.shard, request.make_executor())
+    return manifest, process.tally.render()

@@ -5,48 +5,29 @@ sentence's tokens once, and cut the sentences into the blocks that maximise the 
 A block's token count is the sum of its sentences' counts (each sentence encoded on its own; this
 differs from encoding the block's text in one piece by at most a token or so per sentence join).
 
-`shards.Stage` owns the files (one output shard per input shard, resumable, `--shard I/N`, parallel
-over shards); a trace that cannot be segmented is quarantined with the reason.
+`runtime.stage.Stage` owns the files (one output shard per input shard, resumable, `--shard I/N`, parallel
+over shards); a trace that cannot be segmented is quarantined with the reason. `run_segment` is the
+stage's entry point: the heuristic scorer runs in worker processes, the LLM scorer on one engine
+(`llm_scorer.LLMScorerShards`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from openmementos.runtime.manifest import Manifest, read_manifest
+from openmementos.runtime.shardio import iter_records
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, tasks_over
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
+from openmementos.segment.explain import BlockStatistics, find_trace
 from openmementos.segment.partition import optimal_partition
+from openmementos.segment.request import STAGE, Scorer, SegmentRequest, SegmentSettings
 from openmementos.segment.scorers import BoundaryScorer, BoundaryScores, HeuristicScorer
 from openmementos.segment.sentences import Span, split_sentences
-from openmementos.shards import Quarantined, ShardTask, iter_records
-from openmementos.tokens import DEFAULT_ENCODING, count_tokens
-
-STAGE = "segment"
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    """What the blocks depend on besides the boundary scores."""
-
-    lam: float = 0.5
-    min_block_tokens: int = 200
-    max_block_tokens: int | None = None
-    tokenizer: str = DEFAULT_ENCODING
-
-    def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ValueError(f"--lambda must be >= 0, got {self.lam}")
-        if self.min_block_tokens < 0:
-            raise ValueError(f"--min-block-tokens must be >= 0, got {self.min_block_tokens}")
-        if self.max_block_tokens is not None and self.max_block_tokens < max(self.min_block_tokens, 1):
-            raise ValueError(
-                f"--max-block-tokens {self.max_block_tokens} is below --min-block-tokens {self.min_block_tokens}"
-            )
-
-    def options(self) -> dict[str, Any]:
-        return asdict(self)
+from openmementos.tokens import count_tokens
 
 
 def sentences_of(trace: SourceTrace) -> tuple[list[Span], list[str]]:
@@ -108,3 +89,52 @@ class HeuristicShards:
                 yield segment_trace(trace, scorer, self.settings)
             except TraceRejected as rejected:
                 yield Quarantined(trace.id, rejected.reason, rejected.detail, trace)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    manifest: Manifest
+    statistics: BlockStatistics | None
+    """Blocks per trace and tokens per block over the folder (None when it holds no trace)."""
+    scoring: str | None = None
+    """What the LLM scorer did (windows, re-asks, fallbacks, tokens, cost), for the LLM scorer."""
+
+
+def run_segment(request: SegmentRequest) -> SegmentResult:
+    """Segment every trace of a finished `download` folder into `request.out_dir` (resumable per shard)."""
+    assert request.out_dir is not None  # the request requires it unless explaining
+    settings = request.settings()
+    tasks = tasks_over(request.in_dir, request.shard)
+    if request.scorer is Scorer.heuristic:
+        stage = Stage(
+            name=STAGE,
+            out_dir=request.out_dir,
+            model=SegmentedTrace,
+            process=HeuristicShards(settings),
+            options={**settings.model_dump(), "scorer": "heuristic"},
+            description="segment (heuristic)",
+        )
+        manifest = stage.run(tasks, request.shard, request.make_executor(min(8, os.cpu_count() or 1)))
+        return SegmentResult(manifest, BlockStatistics.of_directory(request.out_dir))
+    from openmementos.segment.llm_scorer import run_llm_scorer
+
+    manifest, scoring = run_llm_scorer(request, tasks)
+    return SegmentResult(manifest, BlockStatistics.of_directory(request.out_dir), scoring)
+
+
+def trace_to_explain(request: SegmentRequest) -> tuple[SegmentedTrace, float]:
+    """The trace `request.explain` names, and the λ its blocks were cut with.
+
+    From a `segment` folder: the trace as segmented there. From a `download` folder: segmented now with
+    the heuristic scorer and the request's settings.
+    """
+    assert request.explain is not None
+    manifest = read_manifest(request.in_dir)
+    row = find_trace(request.in_dir, request.explain)
+    if row is None:
+        raise ValueError(f"no trace with id {request.explain!r} in {request.in_dir}")
+    if manifest.stage == STAGE:
+        return SegmentedTrace.model_validate(row), float(manifest.options.get("lam", request.lam))
+    fields = {name: value for name, value in row.items() if name in SourceTrace.model_fields}
+    trace = segment_trace(SourceTrace.model_validate(fields), HeuristicScorer(), request.settings())
+    return trace, request.lam

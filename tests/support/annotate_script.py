@@ -5,9 +5,9 @@ trace text, so a test picks each fault per trace:
 
 * `FEWER` in the problem: the first compress answer leaves out the last memento (wrong count).
 * `PROSE` in the problem: the first compress answer is prose, not JSON.
-* `PLACEHOLDER` in the problem: the first compress answer gives "N/A" for segment 1.
+* `PLACEHOLDER` in the problem: the first compress answer gives "N/A" for block 1.
 * `TRUNCATED` in the problem: the first compress answer stops mid-list (its token limit).
-* `NEVER` in the problem: segment 2 never gets a memento, even when asked again (-> quarantine).
+* `NEVER` in the problem: block 2 never gets a memento, even when asked again (-> quarantine).
 * `WEAK` in a block: its first memento scores 5 (below the threshold); the refined one scores 9.
 * `STUBBORN` in a block: every version scores below the threshold, the first best (6, then 4).
 * `MUTE` in a block: the judge never gives a readable verdict (-> quarantine).
@@ -21,15 +21,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from openmementos.runtime.shardio import iter_records, read_quarantine
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
-from openmementos.shards import iter_records, read_quarantine
 from support.openai_standin import Reply
 from support.trace_builders import build_segmented, sentence, write_stage_folder
 
-_SEGMENT = re.compile(r'<segment id="(\d+)">\n(.*?)\n</segment>', re.DOTALL)
-_SEGMENT_ONLY = re.compile(r"<segment>\n(.*?)\n</segment>", re.DOTALL)
+_BLOCK = re.compile(r'<block id="(\d+)">\n(.*?)\n</block>', re.DOTALL)
+_BLOCK_ONLY = re.compile(r"<block>\n(.*?)\n</block>", re.DOTALL)
 _MEMENTO = re.compile(r"<memento>\n(.*?)\n</memento>", re.DOTALL)
-_REASKED = re.compile(r"exactly these segments \(([\d, ]+)\)")
+_REASKED = re.compile(r"exactly these blocks \(([\d, ]+)\)")
 
 
 WORDS = 30
@@ -86,9 +86,9 @@ def assert_each_once(folder: Path, expected_ids: Iterable[str]) -> tuple[list[An
 # --------------------------------------------------------------------------- the scripted LLM
 
 
-def memento_for(segment_id: int, text: str) -> str:
+def memento_for(block_id: int, text: str) -> str:
     words = text.split()
-    memento = f"x_{segment_id - 1} computed; " + " ".join(words[4:10])
+    memento = f"x_{block_id - 1} computed; " + " ".join(words[4:10])
     if "WEAK" in text or "STUBBORN" in text:
         memento = "weak " + memento
     return memento
@@ -98,7 +98,7 @@ def responder(body: dict[str, Any]) -> str | Reply:
     messages = body["messages"]
     system, user = messages[0]["content"], messages[1]["content"]
     last = messages[-1]["content"]
-    if "numbered segments" in user:
+    if "numbered blocks" in user:
         return _compress(user, last if len(messages) > 2 else None)
     if "You grade one memento" in system:
         return _judge(user, retried=len(messages) > 2)
@@ -106,12 +106,12 @@ def responder(body: dict[str, Any]) -> str | Reply:
 
 
 def _compress(user: str, followup: str | None) -> str | Reply:
-    segments = {int(k): v for k, v in _SEGMENT.findall(user)}
+    blocks = {int(k): v for k, v in _BLOCK.findall(user)}
     problem = user.split("\n", 2)[1]
     if followup is None:
         if "PROSE" in problem:
             return "Here is my summary of the reasoning: it computes several values."
-        wanted = sorted(segments)
+        wanted = sorted(blocks)
         if "FEWER" in problem:
             wanted = wanted[:-1]
     else:
@@ -120,7 +120,7 @@ def _compress(user: str, followup: str | None) -> str | Reply:
     for key in wanted:
         if "NEVER" in problem and key == 2:
             continue
-        memento = memento_for(key, segments[key])
+        memento = memento_for(key, blocks[key])
         if followup is None and "PLACEHOLDER" in problem and key == 1:
             memento = "N/A"
         items.append({"id": key, "memento": memento})
@@ -136,7 +136,7 @@ def _verdict(score: float) -> str:
 
 
 def _judge(user: str, retried: bool) -> str:
-    block = _SEGMENT_ONLY.search(user).group(1)
+    block = _BLOCK_ONLY.search(user).group(1)
     memento = _MEMENTO.search(user).group(1)
     if "MUTE" in block:
         return "I would rather not grade this."

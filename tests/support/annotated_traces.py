@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from openmementos.runtime.manifest import Manifest
 from openmementos.schema import AnnotatedTrace, JudgeRound, MementoReview, Usage
-from openmementos.shards import Manifest
 from openmementos.tokens import count_tokens
 from support.trace_builders import build_segmented, sentence, write_stage_folder
 

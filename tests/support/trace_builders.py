@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from openmementos.runtime.manifest import Manifest, shard_name
+from openmementos.runtime.stage import ShardTask, Stage
 from openmementos.schema import SegmentedTrace
-from openmementos.shards import Manifest, ShardTask, Stage, shard_name
 from openmementos.tokens import count_tokens
 
 T = TypeVar("T", bound=SegmentedTrace)

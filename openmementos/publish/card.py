@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from string import Template
 from typing import Any
 
+from openmementos.publish.request import DEFAULT_TAGS
 from openmementos.resources import read_card_template
 from openmementos.schema import PUBLIC_CONFIGS, arrow_schema, features
 from openmementos.stats import ALL, DatasetStats, comparison_rows
-from openmementos.validate import ValidationReport
+from openmementos.validate.report import ValidationReport
 
 TEMPLATE = "dataset_card.md"
-DEFAULT_TAGS = ("reasoning", "chain-of-thought", "mementos", "context-management", "kv-cache", "synthetic")
 CONFIG_FOLDERS = {"default": "data", "full": "full"}
 """Config name -> folder of its parquet shards (`<folder>/train-*.parquet`)."""
 

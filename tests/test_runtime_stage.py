@@ -1,21 +1,17 @@
+"""The resumable stage runner: rows, quarantine and manifest; crashes, resumes, shards and worker pools."""
+
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from openmementos.runtime.executors import LocalExecutor
+from openmementos.runtime.manifest import StageError, iter_stage, read_manifest
+from openmementos.runtime.selection import ShardSelection
+from openmementos.runtime.shardio import read_quarantine
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, input_shards
 from openmementos.schema import Record
-from openmementos.shards import (
-    Quarantined,
-    ShardSelection,
-    ShardTask,
-    Stage,
-    StageError,
-    input_shards,
-    iter_stage,
-    read_manifest,
-    read_quarantine,
-)
 
 
 class Number(Record):
@@ -39,8 +35,8 @@ def square_odds(task: ShardTask) -> object:
 TASKS = [ShardTask(index=i, name=f"part-{i:05d}", source=range(i * 5, i * 5 + 5)) for i in range(4)]
 
 
-def stage(out: Path, workers: int = 1, **options) -> Stage:
-    return Stage("square", out, Number, square_odds, options={"k": 1, **options}, workers=workers)
+def stage(out: Path, **options) -> Stage:
+    return Stage("square", out, Number, square_odds, options={"k": 1, **options})
 
 
 def read_all(out: Path) -> list[int]:
@@ -81,7 +77,7 @@ def test_sharded_runs_union_equals_unsharded_and_parallel(tmp_path):
     assert not first.complete
     assert stage(sharded).run(TASKS, ShardSelection.parse("1/2")).complete
     parallel = tmp_path / "parallel"
-    assert stage(parallel, workers=2).run(TASKS).complete
+    assert stage(parallel).run(TASKS, executor=LocalExecutor(workers=2)).complete
     assert read_all(sharded) == read_all(parallel) == [v * v for v in range(20) if v % 2]
 
 

@@ -1,0 +1,79 @@
+"""The annotate stage's options: what the mementos depend on (`RecipeSettings`) and how the stage runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from openmementos.llm.options import EndpointOptions
+from openmementos.mementos import MementoRules
+from openmementos.options import Cli, ExecutorOptions, InDir, OutDir, Request
+
+STAGE = "annotate"
+EXTRACTIVE = "extractive"
+"""The offline, deterministic annotator (`--model extractive`)."""
+RECIPE_PANEL = "Recipe (LLM annotators)"
+REPORT_FILE = "annotate_report.json"
+"""The run report in the output folder: tokens, cost, pass rates and quarantine reasons."""
+
+
+class RecipeSettings(MementoRules, Request):
+    """How an LLM annotates a trace: the model, the judge loop and the rules a memento must pass."""
+
+    model: str = Field(description="Annotator LLM.")
+    judge: Annotated[bool, Cli(panel=RECIPE_PANEL)] = Field(
+        True, description="Judge every memento and refine weak ones (--no-judge: single pass, compress only)."
+    )
+    threshold: Annotated[float, Cli(panel=RECIPE_PANEL)] = Field(
+        8.0, ge=0, le=10, description="Judge score (0-10) a memento must reach."
+    )
+    max_rounds: Annotated[int, Cli(panel=RECIPE_PANEL)] = Field(
+        2, ge=1, description="Judge rounds per memento, refinements between."
+    )
+    max_reasks: Annotated[int, Cli(panel=RECIPE_PANEL)] = Field(
+        2, ge=0, description="Follow-up requests for mementos that are missing or break a rule."
+    )
+    temperature: Annotated[float, Cli(panel=RECIPE_PANEL)] = Field(
+        0.0, ge=0, description="Sampling temperature; 1 for models that take no other (o-series, gpt-5)."
+    )
+
+    def recipe(self) -> RecipeSettings:
+        """Only the fields of `RecipeSettings` (a request carries more)."""
+        return RecipeSettings(**{name: getattr(self, name) for name in RecipeSettings.model_fields})
+
+
+class AnnotateRequest(RecipeSettings, EndpointOptions, ExecutorOptions):
+    """Annotate a `segment` folder into OUT_DIR with an LLM, or offline with `--model extractive`."""
+
+    in_dir: InDir = Field(description="Output folder of `segment` (SegmentedTrace shards).")
+    out_dir: OutDir = Field(description="Where AnnotatedTrace shards, quarantine and the summary go.")
+    model: str | None = Field(  # type: ignore[assignment]
+        None,
+        description="Annotator LLM (e.g. gpt-4.1-mini, or the model a vLLM server serves), or 'extractive' for "
+        "the offline, deterministic annotator. Default: extractive when no endpoint or key is configured.",
+    )
+    batch: bool = Field(False, description="Use the OpenAI Batch API (half price, results within 24 h).")
+    poll_interval: float = Field(30.0, ge=0.01, description="Seconds between batch status checks.")
+    limit: int | None = Field(None, ge=0, description="Annotate only the first N traces (trial runs).")
+
+    @model_validator(mode="after")
+    def _model_named_for_an_endpoint(self) -> AnnotateRequest:
+        configured = (
+            self.base_url or self.api_key or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")
+        )
+        if not self.model and configured:
+            raise ValueError(
+                "an endpoint or API key is configured: name the annotator LLM with --model, "
+                "or pass --model extractive for the offline annotator"
+            )
+        return self
+
+    def annotator(self) -> str:
+        """The model to annotate with: `--model`, else the offline extractive annotator."""
+        return self.model or EXTRACTIVE
+
+    def recipe(self) -> RecipeSettings:
+        fields: dict[str, Any] = {name: getattr(self, name) for name in RecipeSettings.model_fields}
+        return RecipeSettings(**{**fields, "model": self.annotator()})

@@ -1,0 +1,110 @@
+"""The options of every stage that talks to an LLM endpoint, and opening the engine they describe.
+
+`segment --scorer llm` and `annotate --model M` both take these (request models inherit
+`EndpointOptions`), so an endpoint is configured the same way everywhere and opened by one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field, SecretStr, model_validator
+
+from openmementos.options import Cli, Request
+
+if TYPE_CHECKING:
+    from openmementos.llm.completer import ChatCompleter
+    from openmementos.llm.pricing import PriceTable
+    from openmementos.llm.settings import LLMSettings
+
+LLM_PANEL = "LLM endpoint"
+
+
+class EndpointOptions(Request):
+    """Where the LLM is, how hard to drive it, and where its answers are cached."""
+
+    base_url: Annotated[list[str], Cli(panel=LLM_PANEL)] = Field(
+        [], description="OpenAI-compatible endpoint; repeat for several replicas. Default: $OPENAI_BASE_URL."
+    )
+    api_key: Annotated[SecretStr | None, Cli(panel=LLM_PANEL, secret_env="OPENAI_API_KEY")] = Field(
+        None, description="API key. Default: $OPENAI_API_KEY. Never written anywhere.", exclude=True
+    )
+    concurrency: Annotated[int, Cli(panel=LLM_PANEL)] = Field(64, ge=1, description="Requests in flight at most.")
+    rpm: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
+        None, ge=0.1, description="Requests per minute, client-side."
+    )
+    tpm: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
+        None, ge=1, description="Tokens per minute, client-side."
+    )
+    timeout: Annotated[float, Cli(panel=LLM_PANEL)] = Field(
+        300.0, ge=1, description="Seconds per HTTP request before retrying."
+    )
+    price_in: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
+        None, ge=0, description="US$ per 1M input tokens (overrides the price table; with --price-out)."
+    )
+    price_out: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
+        None, ge=0, description="US$ per 1M output tokens (overrides the price table; with --price-in)."
+    )
+    cache_dir: Annotated[Path | None, Cli(panel=LLM_PANEL)] = Field(
+        None, description="Response cache folder (default OUT_DIR/.llm); share it across runs to pay once."
+    )
+
+    @model_validator(mode="after")
+    def _both_prices(self) -> EndpointOptions:
+        if (self.price_in is None) != (self.price_out is None):
+            raise ValueError("give both --price-in and --price-out")
+        return self
+
+    def llm_settings(self) -> LLMSettings:
+        from openmementos.llm.settings import LLMSettings
+
+        return LLMSettings(
+            base_urls=tuple(self.base_url),
+            api_key=self.api_key.get_secret_value() if self.api_key else None,
+            concurrency=self.concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            timeout_s=self.timeout,
+        )
+
+    def prices(self, model: str) -> PriceTable:
+        from openmementos.llm.pricing import PriceTable
+
+        return PriceTable({model: (self.price_in, self.price_out)} if self.price_in is not None else None)
+
+
+def engine_opener(
+    options: EndpointOptions,
+    model: str,
+    out_dir: Path,
+    *,
+    batch: bool = False,
+    poll_interval_s: float = 30.0,
+) -> Callable[[], Awaitable[ChatCompleter]]:
+    """Check the endpoint settings and the cache now, and return what opens the engine on its loop.
+
+    A hosted endpoint without a key, or a cache folder that cannot be written, fails here, before any
+    work. The returned coroutine function is awaited on the engine's event loop (`llm.runner`), so the
+    engine's HTTP clients bind to that loop.
+    """
+    from openmementos.llm.batch import BatchEngine
+    from openmementos.llm.cache import ResponseCache
+    from openmementos.llm.engine import LLMEngine, relax_gc
+
+    settings = options.llm_settings()
+    settings.key()
+    with ResponseCache.in_dir(options.cache_dir or out_dir / ".llm") as cache:
+        cache_path = cache.path
+    prices = options.prices(model)
+
+    async def open_engine() -> ChatCompleter:
+        if batch:
+            return await BatchEngine(
+                settings, cache=cache_path, prices=prices, poll_interval_s=poll_interval_s
+            ).__aenter__()
+        relax_gc()  # many requests in flight: see there
+        return LLMEngine(settings, cache=cache_path, prices=prices)
+
+    return open_engine

@@ -1,0 +1,40 @@
+"""Files that appear whole or not at all: written under a hidden name beside the target, then renamed.
+
+A rename within one folder is atomic on POSIX file systems, so a reader (or a rerun after a kill) sees
+either the old file or the complete new one, never a torn write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class PendingFile:
+    """A file being written at `tmp` that becomes `path` on `commit` (or disappears on `abort`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def commit(self) -> None:
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write `data` (text as UTF-8) to `path` atomically."""
+    pending = PendingFile(path)
+    try:
+        pending.tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    except BaseException:
+        pending.abort()
+        raise
+    pending.commit()
+
+
+def leftovers(path: Path) -> list[Path]:
+    """Temporary files of `path` that a killed writer left behind (any process's)."""
+    return list(path.parent.glob(f".{path.name}.*.tmp"))
