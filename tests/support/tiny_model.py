@@ -216,8 +216,8 @@ def memorised_memento_model(folder: Path, row: dict, steps: int = 40, family: st
     """
     from openmementos.train.sft import SFTConfig, run_sft
 
-    data = write_dataset([row] * 4, folder / "data")
-    fast = {"max_steps": steps, "lr": 3e-3, "batch_size": 4, "save_steps": 10**6, "logging_steps": steps, **settings}
+    data = write_dataset([row], folder / "data")
+    fast = {"max_steps": steps, "lr": 3e-3, "batch_size": 1, "save_steps": 10**6, "logging_steps": steps, **settings}
     run_sft(SFTConfig(model=str(tiny_model_path(family)), data=str(data), stage=1, out=folder / "s1", **fast))
     run_sft(SFTConfig(model=str(folder / "s1"), data=str(data), stage=2, out=folder / "s2", **fast))
     return folder / "s2"
