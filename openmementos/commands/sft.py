@@ -115,6 +115,8 @@ def sft(
     except ValueError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from error
+    if not summary.main_process:
+        return
     losses = summary.losses
     loss_text = f", loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f}" if losses else ""
     skipped = summary.rows_skipped_too_long

@@ -80,6 +80,10 @@ class SFTSummary:
     eval_losses: list[dict] = field(default_factory=list)
     rows_evaluated: int = 0
     settings: dict = field(default_factory=dict)
+    main_process: bool = True  # False on the other processes of a distributed run (not written to the record)
+
+    def record(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "main_process"}
 
 
 def resolve_attention(requested: str, stage: int, *, cuda: bool) -> str:
@@ -143,6 +147,8 @@ def run_sft(config: SFTConfig) -> SFTSummary:
         report_to="none",
         remove_unused_columns=False,
         dataloader_pin_memory=cuda,
+        use_cpu=not cuda,  # several CPU processes (accelerate launch / torchrun) then train together over gloo
+        ddp_find_unused_parameters=False,
         seed=config.seed,
     )
     say = _main_process_printer(args)
@@ -218,10 +224,11 @@ def run_sft(config: SFTConfig) -> SFTSummary:
             "gradient_checkpointing": checkpointing,
             "world_size": args.world_size,
         },
+        main_process=trainer.is_world_process_zero(),
     )
-    if trainer.is_world_process_zero():
+    if summary.main_process:
         tokenizer.save_pretrained(str(config.out))
-        (Path(config.out) / TRAINING_RECORD).write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        (Path(config.out) / TRAINING_RECORD).write_text(json.dumps(summary.record(), indent=2) + "\n")
     return summary
 
 
