@@ -24,9 +24,10 @@ def chunks_as_dense(until: torch.Tensor, window: int | None) -> torch.Tensor:
     rebuilt = torch.zeros(length, length, dtype=torch.bool)
     for chunk in row_chunks(until, window):
         rows = torch.arange(chunk.start, chunk.stop)
-        if chunk.mask is None:
-            assert torch.equal(chunk.keys, rows)
-            mask = torch.ones(len(rows), len(rows), dtype=torch.bool).tril()
+        if chunk.mask is None:  # the lead keys for every query, then the chunk itself causally
+            assert torch.equal(chunk.keys[chunk.lead :], rows)
+            causal = torch.ones(len(rows), len(rows), dtype=torch.bool).tril()
+            mask = torch.cat([torch.ones(len(rows), chunk.lead, dtype=torch.bool), causal], dim=1)
         else:
             mask = chunk.mask
         assert not rebuilt[rows.unsqueeze(-1), chunk.keys].any()  # every (query, key) pair is computed once
@@ -49,7 +50,9 @@ def test_chunks_compute_exactly_the_dense_mask(tokens, padding, window, mask_del
     assert torch.equal(chunks_as_dense(until, window)[: len(tokens), : len(tokens)], reference)
     for chunk in row_chunks(until, window):  # nothing hidden is ever gathered
         assert bool((until[chunk.keys] >= chunk.start).all())
-        if window is not None:
+        if window is None:
+            assert chunk.mask is None  # full-attention layers never build a mask
+        else:
             assert bool((chunk.keys > chunk.start - window).all()) and chunk.stop - chunk.start <= window
 
 

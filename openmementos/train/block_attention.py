@@ -10,9 +10,12 @@ the evicting decoder) as the `memento_visible_until` model keyword, which transf
 attention layer:
 
 * `memento_blocks`: pure PyTorch with autograd, on every device. Each segment is one SDPA call over
-  its visible keys, gathered; the mask of such a call is `segment x visible keys`, never
-  `seq x seq`, and an evicted block's keys take no part in any later call. Sliding-window layers split
-  long segments into window-sized query chunks and intersect the window with the memento rule.
+  its visible keys, gathered, and an evicted block's keys take no part in any later call. The call
+  needs no mask at all: the segment's queries are preceded by one placeholder query per earlier key,
+  which turns "all earlier keys, then causal" into plain causal attention that the flash kernels
+  run; the placeholders' outputs are dropped (they receive no gradient). Sliding-window layers split
+  long segments into window-sized query chunks, each with a `chunk x visible keys` mask that
+  intersects the window with the memento rule (never `seq x seq`).
 * `memento_flex`: `torch.nn.attention.flex_attention` with a `BlockMask` built from the same
   `visible_until` (and window), so fully hidden tiles are skipped. The GPU path: the local torch runs
   FlexAttention forward on CPU but refuses its backward there.
@@ -24,6 +27,7 @@ with `attn_implementation="memento_blocks"` or `"memento_flex"`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -44,14 +48,15 @@ IMPLEMENTATIONS = (BLOCKS, FLEX)
 class QueryChunk:
     """Queries `start..stop-1` of one row attend to `keys` (positions), masked by `mask` if given.
 
-    `mask` is `(stop - start, len(keys))`; None means `keys` are exactly the chunk's own positions and
-    attention is plainly causal.
+    `mask` is `(stop - start, len(keys))`. Without one, every query sees the first `lead` keys and the
+    rest (the chunk's own positions) causally.
     """
 
     start: int
     stop: int
     keys: torch.Tensor
     mask: torch.Tensor | None
+    lead: int = 0
 
 
 def row_chunks(until: torch.Tensor, window: int | None = None) -> list[QueryChunk]:
@@ -82,8 +87,8 @@ def row_chunks(until: torch.Tensor, window: int | None = None) -> list[QueryChun
             else:
                 own_start, visible_static = max(seg_start, start - window + 1), static[static > start - window]
             keys = torch.cat([visible_static, torch.arange(own_start, stop)])
-            if visible_static.numel() == 0 and own_start == start:
-                chunks.append(QueryChunk(start, stop, keys, None))
+            if own_start == start and (window is None or (visible_static.numel() == 0 and stop - start <= window)):
+                chunks.append(QueryChunk(start, stop, keys, None, lead=visible_static.numel()))
                 continue
             query = torch.arange(start, stop).unsqueeze(-1)
             mask = keys <= query
@@ -114,16 +119,12 @@ _block_mask_cache = _PerBatchCache()
 
 
 def _chunks_on(until: torch.Tensor, window: int | None, device: torch.device) -> list[list[QueryChunk]]:
+    def on_device(chunk: QueryChunk) -> QueryChunk:
+        mask = None if chunk.mask is None else chunk.mask.to(device)
+        return dataclasses.replace(chunk, keys=chunk.keys.to(device), mask=mask)
+
     def build() -> list[list[QueryChunk]]:
-        rows = []
-        for row in until:
-            rows.append(
-                [
-                    QueryChunk(c.start, c.stop, c.keys.to(device), None if c.mask is None else c.mask.to(device))
-                    for c in row_chunks(row, window)
-                ]
-            )
-        return rows
+        return [[on_device(chunk) for chunk in row_chunks(row, window)] for row in until]
 
     return _chunk_cache.get(until, (window, str(device)), build)
 
@@ -157,7 +158,7 @@ def memento_block_attention(
                 query[row : row + 1, :, chunk.start : chunk.stop],
                 key[row : row + 1, :, chunk.keys],
                 value[row : row + 1, :, chunk.keys],
-                chunk.mask,
+                chunk,
                 groups,
                 dropout,
                 scaling,
@@ -171,18 +172,25 @@ def memento_block_attention(
     return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 
-def _segment_attention(query, key, value, mask, groups: int, dropout: float, scaling: float | None) -> torch.Tensor:
+def _segment_attention(
+    query, key, value, chunk: QueryChunk, groups: int, dropout: float, scaling: float | None
+) -> torch.Tensor:
     """One SDPA call on `(1, heads, ...)` tensors (4D: the CPU flash kernel takes nothing else).
 
+    Without a mask, `chunk.lead` zero placeholder queries go first and attention is plainly causal.
     Grouped-query heads: the CPU kernel and the unmasked GPU kernels take `enable_gqa`; the masked GPU
     kernel (memory-efficient attention) does not, so there the gathered keys are repeated instead.
     """
+    mask = chunk.mask
     gqa = groups > 1 and (query.device.type == "cpu" or mask is None)
     if groups > 1 and not gqa:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    return torch.nn.functional.scaled_dot_product_attention(
+    if chunk.lead:
+        query = torch.cat([query.new_zeros(*query.shape[:2], chunk.lead, query.shape[-1]), query], dim=2)
+    output = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling, enable_gqa=gqa
     )
+    return output[:, :, chunk.lead :]
 
 
 def memento_flex_attention(
