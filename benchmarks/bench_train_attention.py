@@ -14,7 +14,7 @@ dense, and not slower. On CPU the peak is the resident-set high-water mark sampl
 (above the resident set right before it); on a CUDA GPU it is `torch.cuda.max_memory_allocated`, and
 `flex` (`memento_flex`) runs too.
 
-Usage: python benchmarks/bench_train_attention.py [--lengths 4096 8192 16384] [--repeats 3]
+Usage: python benchmarks/bench_train_attention.py [--lengths 4096 8192 16384] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def measure(model_dir: Path, path: str, length: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192, 16384])
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps after the measured first one")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps after the measured first one")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "PATH", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -86,7 +86,8 @@ class ChatFormat:
     def _end_of_turn_ids(self) -> frozenset[int]:
         """The template's end-of-turn token (the first special token it writes after a response) and EOS."""
         conversation = self._render([_user("?"), {"role": "assistant", "content": _PROBE}])
-        after = self._tokenize(conversation[conversation.rindex(_PROBE) + len(_PROBE) :])
+        end = conversation.rfind(_PROBE)
+        after = self._tokenize(conversation[end + len(_PROBE) :]) if end >= 0 else []  # a template that rewrites it
         special = set(self.tokenizer.all_special_ids)
         special |= {i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special}
         first = next((token for token in after if token in special), None)

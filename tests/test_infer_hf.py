@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from support.tiny_model import FAMILIES, OLMO3_WINDOW, memento_rows, tiny_model_path
+from support.tiny_model import FAMILIES, OLMO3_WINDOW, memento_rows, tiny_config, tiny_model_path
 
 from openmementos.infer.hf import EvictingDecoder, generate_hf, make_sampler
 from openmementos.kvsim import simulate_kv
@@ -170,23 +170,22 @@ def check_cache_holds_exactly_the_visible_keys(decoder, ids, start, mask_delimit
 
 
 def test_models_whose_every_layer_slides_decode_exactly_too():
-    """Mistral-style (and Phi-3 with `sliding_window`): one window on all layers, one mask tensor."""
-    from transformers import MistralConfig, MistralForCausalLM
+    """Phi-3 with `sliding_window` (and Mistral-style models): one window on every layer, one mask tensor."""
+    from transformers import AutoModelForCausalLM
 
-    _, tokenizer = load_prepared("sdpa")
-    config = MistralConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, sliding_window=24, head_dim=32, attn_implementation="sdpa",
-    )  # fmt: skip
+    _, tokenizer = load_prepared("sdpa", "phi3")
+    config = tiny_config("phi3", tokenizer)
+    config.sliding_window = 24
     torch.manual_seed(0)
-    model = MistralForCausalLM(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
     delimiters = DelimiterIds.from_tokenizer(tokenizer)
     ids, start = memento_sequence(tokenizer, blocks=3)
     reference = masked_forward(model, ids, delimiters, start)
     decoder = EvictingDecoder(model, delimiters, response_start=start)
-    logits = [decoder.feed(ids[:start].tolist())] + [decoder.feed([t]) for t in ids[start:].tolist()]
-    torch.testing.assert_close(torch.cat(logits), reference, atol=1e-4, rtol=0)
-    assert list(decoder.positions) == [24] and decoder.kv_tokens < 24
+    cuts = [0, start, *range(start + 31, len(ids), 31), len(ids)]  # chunks longer than the window
+    logits = torch.cat([decoder.feed(ids[a:b].tolist()) for a, b in itertools.pairwise(cuts)])
+    torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
+    assert list(decoder.positions) == [24] and decoder.kv_tokens < 24 and decoder.blocks_evicted == 3
 
 
 def test_unsupported_attention_layers_are_refused():

@@ -182,3 +182,23 @@ def test_compiled_flex_attention_forward_on_cpu(monkeypatch):
 
     monkeypatch.setattr(block_attention, "COMPILE_FLEX", True)
     test_flex_attention_forward_equals_the_dense_reference("olmo3")
+
+
+def test_the_windowed_reference_is_transformers_own_sliding_window():
+    """Without any eviction, our per-window masks reproduce Olmo 3's own sliding-window attention."""
+    from openmementos.train.attention import NEVER, model_mask
+
+    model = load("olmo3", "sdpa").eval()
+    ids = torch.tensor([list(range(5, 125))])  # 120 tokens, well past the 32-token window
+    windows = layer_windows(model.config)
+    until = torch.full(ids.shape, NEVER)
+    masks = {window: dense_mask(until, window) for window in set(windows.values())}
+    with torch.no_grad():
+        own = model(input_ids=ids).logits
+        ours = model(input_ids=ids, attention_mask=model_mask(masks, windows, "sdpa", torch.float32)).logits
+        full = model(
+            input_ids=ids,
+            attention_mask=model_mask({None: masks[None], 32: masks[None]}, windows, "sdpa", torch.float32),
+        ).logits
+    torch.testing.assert_close(ours, own, atol=1e-5, rtol=0)
+    assert (full - own).abs().max() > 1e-3  # the window really matters at this length

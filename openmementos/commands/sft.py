@@ -76,8 +76,8 @@ def sft(
     <|summary_end|> as special tokens, initialised from related words. Stage 2 trains with memento
     attention: after a memento's <|summary_end|>, later tokens no longer see that block's content, with
     the original position ids, exactly as `openmementos generate` evicts it (sliding-window layers see
-    the window and that rule). Several GPUs: `accelerate launch [--config_file fsdp.yaml] -m
-    openmementos.cli sft ...` (see the README).
+    the window and that rule). Several GPUs (or CPU processes): `accelerate launch [--config_file
+    fsdp.yaml] "$(which openmementos)" sft ...` (see the README).
 
     Example: openmementos sft --model Qwen/Qwen3-8B --data out/published --stage 1 --out ckpt/s1
     then: openmementos sft --model ckpt/s1 --data out/published --stage 2 --out ckpt/s2

@@ -97,10 +97,18 @@ def resolve_attention(requested: str, stage: int, *, cuda: bool) -> str:
     if stage == 1:
         return "eager" if requested == "eager" else "sdpa"
     if requested == "auto":
-        return FLEX if cuda else BLOCKS
+        return FLEX if cuda and _has_flex_attention() else BLOCKS
     if requested == "flex" and not cuda:
         raise ValueError("--attn-implementation flex trains on CUDA GPUs only (no FlexAttention backward on CPU)")
     return {"blocks": BLOCKS, "flex": FLEX}.get(requested, requested)
+
+
+def _has_flex_attention() -> bool:
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401  (torch >= 2.5)
+    except ImportError:
+        return False
+    return True
 
 
 def wants_checkpointing(config: SFTConfig) -> bool:

@@ -4,7 +4,9 @@ Each new token starts from the mean embedding of words related to its role (SPEC
 noise, so the fresh tokens are neither random nor identical to each other. A word the tokenizer splits
 into several pieces counts only when none of the token's words is a single token (then the mean of the
 pieces is used); a tokenizer that knows none of the words falls back to the mean of the whole
-vocabulary. The ChatML markers are added the same way (from the vocabulary mean) when missing.
+vocabulary. A tokenizer without a chat template gets ChatML (`openmementos.chat.CHATML_TEMPLATE`):
+its markers are added the same way (from the vocabulary mean) when missing, and the template is set
+on the tokenizer, so the saved checkpoint carries the format it was trained in.
 """
 
 from __future__ import annotations
