@@ -184,6 +184,8 @@ def run_sft(config: SFTConfig) -> SFTSummary:
         eval_dataset = _fitting(tokenize_rows(eval_rows, tokenizer), config.max_length)[0] if eval_rows else None
     if len(dataset) == 0:
         raise ValueError(f"no row of {config.data} fits in --max-length {config.max_length} tokens")
+    if eval_dataset is not None and len(eval_dataset) == 0:
+        raise ValueError(f"no held-out row fits in --max-length {config.max_length} tokens; raise --eval-split")
     if too_long:
         say(f"skipping {too_long} of {too_long + len(dataset)} rows longer than {config.max_length} tokens")
 
