@@ -1,24 +1,31 @@
-"""The evicting HF decoder computes exactly what the stage-2 masked forward pass computes."""
+"""The evicting HF decoder computes exactly what the stage-2 masked forward pass computes, in every family."""
 
 import functools
 import itertools
 
 import pytest
 import torch
-from support.tiny_model import memento_rows, tiny_model_path
+from support.tiny_model import FAMILIES, OLMO3_WINDOW, memento_rows, tiny_config, tiny_model_path
 
 from openmementos.infer.hf import EvictingDecoder, generate_hf, make_sampler
 from openmementos.kvsim import simulate_kv
-from openmementos.train.attention import DelimiterIds, memento_attention_mask, to_model_mask
+from openmementos.train.attention import (
+    DelimiterIds,
+    dense_mask,
+    layer_windows,
+    model_mask,
+    visibility,
+    visible_until,
+)
 from openmementos.train.data import IGNORE_INDEX, encode_conversations
 from openmementos.train.special_tokens import prepare_model_and_tokenizer
 
 
 @functools.cache
-def load_prepared(attn_implementation: str):
+def load_prepared(attn_implementation: str, family: str = "llama"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = tiny_model_path()
+    path = tiny_model_path(family)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation)
     prepare_model_and_tokenizer(model, tokenizer)
@@ -44,12 +51,15 @@ def memento_sequence(tokenizer, blocks: int) -> tuple[torch.Tensor, int]:
 
 
 def masked_forward(model, ids, delimiters, response_start, mask_delimiters=False) -> torch.Tensor:
-    mask = memento_attention_mask(ids, delimiters, mask_delimiters=mask_delimiters, response_start=response_start)
+    """One stage-2 forward pass with the dense reference mask (windowed for sliding layers)."""
+    until = visible_until(ids[None], delimiters, mask_delimiters=mask_delimiters, response_start=response_start)
+    windows = layer_windows(model.config)
+    masks = {window: dense_mask(until, window) for window in set(windows.values())}
     with torch.no_grad():
         return model(
             input_ids=ids[None],
             position_ids=torch.arange(len(ids))[None],
-            attention_mask=to_model_mask(mask, model.config._attn_implementation, model.dtype),
+            attention_mask=model_mask(masks, windows, model.config._attn_implementation, model.dtype),
         ).logits[0]
 
 
@@ -126,12 +136,62 @@ def test_generate_reports_kv_accounting(prepared):
     assert baseline.peak_kv_tokens == baseline.peak_kv_tokens_without_eviction
 
 
-def test_sliding_window_models_are_refused():
-    from transformers import MistralConfig, MistralForCausalLM
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_decodes_with_eviction_exactly_as_the_masked_forward_pass(family):
+    """Qwen3, Phi-3/4 (delimiters evicted too) and Olmo 3 (sliding-window layers) as well as Llama."""
+    model, tokenizer = load_prepared("sdpa", family)
+    mask_delimiters = family == "phi3"
+    delimiters = DelimiterIds.from_tokenizer(tokenizer)
+    ids, start = memento_sequence(tokenizer, blocks=3)
+    reference = masked_forward(model, ids, delimiters, start, mask_delimiters)
+    decoder = EvictingDecoder(model, delimiters, mask_delimiters=mask_delimiters, response_start=start)
+    logits = [decoder.feed(ids[:start].tolist())]
+    for token in ids[start:].tolist():
+        logits.append(decoder.feed([token]))
+        check_cache_holds_exactly_the_visible_keys(decoder, ids, start, mask_delimiters)
+    torch.testing.assert_close(torch.cat(logits), reference, atol=1e-4, rtol=0)
+    assert decoder.blocks_evicted == 3
+    assert decoder.peak_kv_tokens < decoder.peak_kv_tokens_without_eviction
+    if family == "olmo3":
+        sliding = [layer for layer, w in zip(decoder.cache.layers, decoder.layer_window, strict=True) if w]
+        assert len(sliding) == 3 and all(layer.keys.shape[-2] < OLMO3_WINDOW for layer in sliding)
+        assert decoder.peak_kv_tokens_without_eviction < len(ids)  # the window bounds the baseline too
 
-    config = MistralConfig(
-        vocab_size=32, hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, sliding_window=4,
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="full-attention"):
-        EvictingDecoder(MistralForCausalLM(config), DelimiterIds(1, 2, 3, 4))
+
+def check_cache_holds_exactly_the_visible_keys(decoder, ids, start, mask_delimiters):
+    """Each layer holds the keys the next query may see: the memento rule and its window, nothing else."""
+    fed = len(decoder.token_ids)
+    until = visible_until(ids[:fed], decoder.delimiters, mask_delimiters=mask_delimiters, response_start=start)
+    for window, held in decoder.positions.items():
+        expected = visibility(torch.tensor([fed]), torch.arange(fed), until, window)[0].nonzero().squeeze(-1)
+        assert torch.equal(held, expected), (window, fed)
+    for layer, window in zip(decoder.cache.layers, decoder.layer_window, strict=True):
+        assert layer.keys.shape[-2] == len(decoder.positions[window])
+
+
+def test_models_whose_every_layer_slides_decode_exactly_too():
+    """Phi-3 with `sliding_window` (and Mistral-style models): one window on every layer, one mask tensor."""
+    from transformers import AutoModelForCausalLM
+
+    _, tokenizer = load_prepared("sdpa", "phi3")
+    config = tiny_config("phi3", tokenizer)
+    config.sliding_window = 24
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    delimiters = DelimiterIds.from_tokenizer(tokenizer)
+    ids, start = memento_sequence(tokenizer, blocks=3)
+    reference = masked_forward(model, ids, delimiters, start)
+    decoder = EvictingDecoder(model, delimiters, response_start=start)
+    cuts = [0, start, *range(start + 31, len(ids), 31), len(ids)]  # chunks longer than the window
+    logits = torch.cat([decoder.feed(ids[a:b].tolist()) for a, b in itertools.pairwise(cuts)])
+    torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
+    assert list(decoder.positions) == [24] and decoder.kv_tokens < 24 and decoder.blocks_evicted == 3
+
+
+def test_unsupported_attention_layers_are_refused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=32, hidden_size=32, num_attention_heads=2, num_hidden_layers=1)
+    config.layer_types, config.attention_chunk_size = ["chunked_attention"], 8
+    with pytest.raises(ValueError, match="full and sliding-window"):
+        EvictingDecoder(LlamaForCausalLM(config), DelimiterIds(1, 2, 3, 4))

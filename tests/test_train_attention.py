@@ -1,11 +1,16 @@
-"""The memento attention mask on hand-made token sequences."""
+"""The memento attention mask (the dense reference) on hand-made token sequences, with and without a window."""
 
 import torch
 
 from openmementos.train.attention import (
+    HIDDEN,
     NEVER,
     DelimiterIds,
+    dense_mask,
+    layer_windows,
     memento_attention_mask,
+    model_mask,
+    per_layer_windows,
     to_model_mask,
     visible_until,
 )
@@ -79,3 +84,42 @@ def test_eager_gets_an_additive_mask_and_sdpa_the_boolean_one():
     assert additive.dtype == torch.bfloat16
     assert torch.equal(additive == 0, mask)
     assert (additive[~mask] == torch.finfo(torch.bfloat16).min).all()
+
+
+def test_a_sliding_window_intersects_the_memento_rule():
+    full = memento_attention_mask(torch.tensor(SEQUENCE), D)[0, 0]
+    windowed = memento_attention_mask(torch.tensor(SEQUENCE), D, window=4)[0, 0]
+    query, key = torch.arange(19).unsqueeze(-1), torch.arange(19)
+    assert torch.equal(windowed, full & (key > query - 4))  # transformers' convention: key > query - window
+    assert windowed[9, 6] and not windowed[9, 5] and not windowed[10, 6]
+    assert windowed.sum(-1).max() == 4
+
+
+def test_padding_is_hidden_in_visible_until():
+    ids = torch.tensor([[TXT, BS, TXT, BE, SS, TXT, SE, TXT], [TXT, BS, TXT, SE, 0, 0, 0, 0]])
+    padding = (torch.arange(8) < torch.tensor([[8], [4]])).long()
+    until = visible_until(ids, D, padding_mask=padding)
+    assert until[1].tolist() == [NEVER, NEVER, 3, NEVER, HIDDEN, HIDDEN, HIDDEN, HIDDEN]
+    assert until[0, 2] == 6
+
+
+def test_layer_windows_follow_the_model_config():
+    from transformers import LlamaConfig, MistralConfig, Olmo3Config
+
+    small = {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 4, "vocab_size": 16}
+    assert layer_windows(LlamaConfig(**small)) == {"full_attention": None}
+    assert layer_windows(MistralConfig(sliding_window=8, **small)) == {"sliding_attention": 8}
+    olmo = Olmo3Config(sliding_window=8, **small)
+    assert layer_windows(olmo) == {"sliding_attention": 8, "full_attention": None}
+    assert per_layer_windows(olmo) == [8, 8, 8, None]  # three sliding layers, then a full one
+
+
+def test_model_mask_is_one_tensor_or_one_per_layer_type():
+    until = visible_until(torch.tensor([SEQUENCE]), D)
+    masks = {None: dense_mask(until), 4: dense_mask(until, 4)}
+    assert model_mask(masks, {"full_attention": None}, "sdpa", torch.float32) is masks[None]
+    mixed = model_mask(masks, {"sliding_attention": 4, "full_attention": None}, "eager", torch.float32)
+    assert set(mixed) == {"sliding_attention", "full_attention"}
+    assert torch.equal(mixed["sliding_attention"] == 0, masks[4]) and torch.equal(
+        mixed["full_attention"] == 0, masks[None]
+    )

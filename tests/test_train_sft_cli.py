@@ -25,8 +25,8 @@ def test_two_stage_sft_then_generate_evicts_blocks(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     row = memento_rows(1, blocks_per_row=3)[0]
-    data = write_dataset([row] * 4, tmp_path / "published")
-    fast = ["--max-steps", "40", "--lr", "3e-3", "--batch-size", "4", "--logging-steps", "10"]
+    data = write_dataset([row], tmp_path / "published")
+    fast = ["--max-steps", "40", "--lr", "3e-3", "--logging-steps", "10", "--max-length", "4096"]
 
     stage1 = sft(tiny_model_path(), data, 1, tmp_path / "s1", *fast)
     assert [t["token"] for t in stage1["added_tokens"]][:4] == [

@@ -37,30 +37,58 @@ def sft(
     batch_size: Annotated[int, typer.Option(help="Rows per device per step.")] = 1,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
     gradient_checkpointing: Annotated[
-        bool, typer.Option(help="Trade compute for memory; needed for 32K-token rows on most GPUs.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Trade compute for memory (needed for 32K-token rows). Default: on when --max-length > 8192."
+        ),
+    ] = None,
     attn_implementation: Annotated[
-        str, typer.Option(help="sdpa (boolean 4D mask) or eager (additive 4D mask).")
-    ] = "sdpa",
+        str,
+        typer.Option(
+            help="Stage-2 memento attention. auto: flex on GPUs, blocks elsewhere. blocks: per-block SDPA over "
+            "the visible keys (no full mask; CPU and GPU). flex: FlexAttention (GPU). sdpa / eager: the dense "
+            "reference mask (seq x seq per row)."
+        ),
+    ] = "auto",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="auto (bfloat16 on GPUs that have it, else the checkpoint's), bfloat16, float16 (float32 weights, "
+            "float16 mixed precision; GPU), float32."
+        ),
+    ] = "auto",
+    eval_split: Annotated[
+        float,
+        typer.Option(help="Hold out rows for an eval loss: a fraction (0.02) or a count (200); 0: none."),
+    ] = 0.0,
+    eval_steps: Annotated[
+        int | None, typer.Option(help="Evaluate every N steps (default: --save-steps) and at the end.")
+    ] = None,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps; a rerun resumes from the last.")] = 500,
     logging_steps: Annotated[int, typer.Option(help="Log the loss every N steps.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed for data order and new-token init noise.")] = 0,
 ) -> None:
     """Fine-tune a causal LM on memento data (stage 1, then stage 2 from its output).
 
-    Rows of the dataset's `default` config become ChatML conversations (user = problem, assistant =
-    response); the loss covers the assistant tokens only. Stage 1 adds <|block_start|>, <|block_end|>,
-    <|summary_start|> and <|summary_end|> as special tokens, initialised from related words. Stage 2
-    trains with memento attention: after a memento's <|summary_end|>, later tokens no longer see that
-    block's content, with the original position ids, exactly as `openmementos generate` evicts it.
+    Rows of the dataset's `default` config become conversations in the model's own chat template
+    (user = problem, assistant = response; ChatML if the tokenizer has none); the loss covers the
+    assistant tokens only. Stage 1 adds <|block_start|>, <|block_end|>, <|summary_start|> and
+    <|summary_end|> as special tokens, initialised from related words. Stage 2 trains with memento
+    attention: after a memento's <|summary_end|>, later tokens no longer see that block's content, with
+    the original position ids, exactly as `openmementos generate` evicts it (sliding-window layers see
+    the window and that rule). Several GPUs (or CPU processes): `accelerate launch [--config_file
+    fsdp.yaml] "$(which openmementos)" sft ...` (see the README).
 
-    Example: openmementos sft --model Qwen/Qwen2.5-7B-Instruct --data out/published --stage 1 --out ckpt/s1
+    Example: openmementos sft --model Qwen/Qwen3-8B --data out/published --stage 1 --out ckpt/s1
     then: openmementos sft --model ckpt/s1 --data out/published --stage 2 --out ckpt/s2
     """
-    from openmementos.train.sft import SFTConfig, run_sft
+    from openmementos.train.precision import DTYPES
+    from openmementos.train.sft import ATTENTION_CHOICES, SFTConfig, run_sft
 
-    if attn_implementation not in ("sdpa", "eager"):
-        raise typer.BadParameter("choose sdpa or eager", param_hint="--attn-implementation")
+    if attn_implementation not in ATTENTION_CHOICES:
+        raise typer.BadParameter(f"choose {', '.join(ATTENTION_CHOICES)}", param_hint="--attn-implementation")
+    if dtype not in DTYPES:
+        raise typer.BadParameter(f"choose {', '.join(DTYPES)}", param_hint="--dtype")
     config = SFTConfig(
         model=model,
         data=data,
@@ -75,6 +103,9 @@ def sft(
         grad_accum=grad_accum,
         gradient_checkpointing=gradient_checkpointing,
         attn_implementation=attn_implementation,
+        dtype=dtype,
+        eval_split=eval_split,
+        eval_steps=eval_steps,
         save_steps=save_steps,
         logging_steps=logging_steps,
         seed=seed,
@@ -84,6 +115,8 @@ def sft(
     except ValueError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from error
+    if not summary.main_process:
+        return
     losses = summary.losses
     loss_text = f", loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f}" if losses else ""
     skipped = summary.rows_skipped_too_long

@@ -2,10 +2,15 @@
 
 `EvictingDecoder` feeds tokens into the model with a `DynamicCache`, remembering the original position
 of every cached entry. Which entries a new query may see, and which entries leave the cache, both come
-from `openmementos.train.attention.visible_until`, the function that also builds the stage-2 training
-mask; so decoding with eviction computes exactly what a stage-2 masked forward pass computes. Positions
+from `openmementos.train.attention.visible_until`, the function that also drives stage-2 training;
+so decoding with eviction computes exactly what a stage-2 masked forward pass computes. Positions
 are never renumbered: RoPE has already been applied to cached keys, and new tokens get their original
 position ids, so the gaps left by evicted blocks stay gaps.
+
+Sliding-window layers (Olmo 3, Phi-3 with a window) hold what their window and the memento rule both
+allow: the decoder trims them to the window itself and evicts closed blocks from them as from the
+full-attention layers, so each layer's cache is exactly the set of keys the training mask lets the
+next query see. The prompt is the model's own chat template (`openmementos.chat`), as in training.
 
 Requests are decoded one at a time (batch size 1): each request evicts different positions.
 """
@@ -17,10 +22,17 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from openmementos.chat import ChatFormat
 from openmementos.infer.result import GenerationResult
-from openmementos.train.attention import NEVER, DelimiterIds, to_model_mask, visibility, visible_until
-from openmementos.train.data import encode_prompt
-from openmementos.train.special_tokens import CHAT_END
+from openmementos.train.attention import (
+    NEVER,
+    DelimiterIds,
+    layer_windows,
+    model_mask,
+    per_layer_windows,
+    visibility,
+    visible_until,
+)
 
 Sampler = Callable[[torch.Tensor], int]
 
@@ -30,7 +42,8 @@ class EvictingDecoder:
 
     Call `feed` with the next token ids (the prompt first, then one token at a time or in chunks);
     it returns the logits of the fed positions. With `evict=False` it is an ordinary cached decoder
-    with the same accounting, which is the no-eviction baseline.
+    with the same accounting, which is the no-eviction baseline. KV figures are entries per layer,
+    averaged over the layers (sliding-window layers hold at most their window).
     """
 
     def __init__(
@@ -43,7 +56,6 @@ class EvictingDecoder:
         response_start: int = 0,
     ) -> None:
         from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
 
         self.model = model
         self.delimiters = delimiters
@@ -56,23 +68,29 @@ class EvictingDecoder:
                 f"the evicting decoder passes explicit 4D masks; load the model with attn_implementation='sdpa' "
                 f"or 'eager' (it uses {self.attn_implementation!r})"
             )
-        self.cache = DynamicCache(config=model.config)
-        unsupported = {type(layer).__name__ for layer in self.cache.layers if type(layer) is not DynamicLayer}
-        if unsupported:
-            raise ValueError(
-                f"block eviction needs full-attention KV layers; this model's cache has {sorted(unsupported)}"
-            )
+        self.windows = layer_windows(model.config)
+        self.layer_window = per_layer_windows(model.config)
+        # Plain growing layers everywhere: this decoder, not the cache, trims sliding layers to their window.
+        self.cache = DynamicCache()
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.device = next(model.parameters()).device
         self.token_ids: list[int] = []
-        self.cache_positions = torch.empty(0, dtype=torch.long, device=self.device)
+        empty = torch.empty(0, dtype=torch.long, device=self.device)
+        self.positions: dict[int | None, torch.Tensor] = dict.fromkeys(self.windows.values(), empty)
+        """Original positions of the entries the layers of each window hold (None: full attention)."""
         self.peak_kv_tokens = 0
+        self.peak_kv_tokens_without_eviction = 0
         self.blocks_evicted = 0
 
     @property
+    def cache_positions(self) -> torch.Tensor:
+        """Positions held by the layers that hold the most (the full-attention ones, if any)."""
+        return max(self.positions.values(), key=len)
+
+    @property
     def kv_tokens(self) -> int:
-        """Entries currently held in the KV cache."""
-        return self.cache_positions.numel()
+        """Entries currently held in the KV cache, per layer (averaged over the layers)."""
+        return self._per_layer({window: len(held) for window, held in self.positions.items()})
 
     @torch.inference_mode()
     def feed(self, token_ids: Iterable[int], *, last_logits_only: bool = False) -> torch.Tensor:
@@ -83,23 +101,26 @@ class EvictingDecoder:
         start = len(self.token_ids)
         self.token_ids.extend(chunk)
         positions = torch.arange(start, start + len(chunk), device=self.device)
-        key_positions = torch.cat([self.cache_positions, positions])
         closes_memento = self.evict and self.delimiters.summary_end in chunk
         until = self._visible_until(closes_memento)
-        mask = visibility(positions, key_positions, until[key_positions])[None, None]
-        mask = to_model_mask(mask, self.attn_implementation, self.model.dtype)
+        keys = {window: torch.cat([held, positions]) for window, held in self.positions.items()}
+        masks = {window: visibility(positions, k, until[k], window)[None, None] for window, k in keys.items()}
         output = self.model(
             input_ids=torch.tensor([chunk], device=self.device),
             position_ids=positions[None],
-            attention_mask=mask,
+            attention_mask=model_mask(masks, self.windows, self.attn_implementation, self.model.dtype),
             use_cache=True,
             logits_to_keep=1 if last_logits_only else 0,
             **{self._cache_kwarg: self.cache},
         )
-        self.cache_positions = key_positions
+        self.positions = keys
         self.peak_kv_tokens = max(self.peak_kv_tokens, self.kv_tokens)
+        baseline = {w: len(chunk) + (start if w is None else min(start, w - 1)) for w in self.positions}
+        self.peak_kv_tokens_without_eviction = max(self.peak_kv_tokens_without_eviction, self._per_layer(baseline))
+        last = start + len(chunk) - 1
         if closes_memento:
-            self._evict(until, last_position=start + len(chunk) - 1)
+            self._evict(until, first_position=start, last_position=last)
+        self._slide(next_position=last + 1)
         return output.logits[0]
 
     def _visible_until(self, closes_memento: bool) -> torch.Tensor:
@@ -118,18 +139,32 @@ class EvictingDecoder:
             response_start=self.response_start,
         )
 
-    def _evict(self, until: torch.Tensor, *, last_position: int) -> None:
+    def _evict(self, until: torch.Tensor, *, first_position: int, last_position: int) -> None:
         """Drop the cached entries no later query may see (`visible_until` behind the next position)."""
-        cached_until = until[self.cache_positions]
-        keep = cached_until > last_position
-        if bool(keep.all()):
-            return
-        self.blocks_evicted += int(cached_until[~keep].unique().numel())
-        keep_index = keep.nonzero().squeeze(-1)
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(-2, keep_index)
-            layer.values = layer.values.index_select(-2, keep_index)
-        self.cache_positions = self.cache_positions[keep_index]
+        closed = until[(until >= first_position) & (until <= last_position)]
+        self.blocks_evicted += int(closed.unique().numel())
+        for window, held in self.positions.items():
+            keep = until[held] > last_position
+            if not bool(keep.all()):
+                self._keep(window, keep.nonzero().squeeze(-1))
+
+    def _slide(self, *, next_position: int) -> None:
+        """Trim sliding-window layers to the keys the next query's window reaches (`key > query - window`)."""
+        for window, held in self.positions.items():
+            if window is not None:
+                outside = int((held <= next_position - window).sum())  # positions are sorted: a prefix
+                if outside:
+                    self._keep(window, torch.arange(outside, len(held), device=self.device))
+
+    def _keep(self, window: int | None, index: torch.Tensor) -> None:
+        for layer, layer_window in zip(self.cache.layers, self.layer_window, strict=True):
+            if layer_window == window:
+                layer.keys = layer.keys.index_select(-2, index)
+                layer.values = layer.values.index_select(-2, index)
+        self.positions[window] = self.positions[window][index]
+
+    def _per_layer(self, held: dict[int | None, int]) -> int:
+        return round(sum(held[window] for window in self.layer_window) / len(self.layer_window))
 
 
 def make_sampler(temperature: float, top_p: float, seed: int) -> Sampler:
@@ -151,11 +186,8 @@ def make_sampler(temperature: float, top_p: float, seed: int) -> Sampler:
 
 
 def stop_token_ids(tokenizer) -> set[int]:
-    """End-of-turn ids: `<|im_end|>` and the tokenizer's EOS."""
-    ids = {tokenizer.convert_tokens_to_ids(CHAT_END)}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
+    """End-of-turn ids: the chat template's end-of-turn token and the tokenizer's EOS."""
+    return set(ChatFormat(tokenizer).end_of_turn_ids)
 
 
 def generate_hf(
@@ -168,11 +200,11 @@ def generate_hf(
     mask_delimiters: bool = False,
     sampler: Sampler | None = None,
 ) -> GenerationResult:
-    """Answer one problem with the evicting decoder (ChatML prompt, as in training)."""
+    """Answer one problem with the evicting decoder (the model's chat template, as in training)."""
     sampler = sampler or make_sampler(0.0, 1.0, 0)
     delimiters = DelimiterIds.from_tokenizer(tokenizer)
-    stops = stop_token_ids(tokenizer)
-    prompt_ids = encode_prompt(tokenizer, problem)
+    chat = ChatFormat(tokenizer)
+    prompt_ids = chat.encode_prompt(problem)
     decoder = EvictingDecoder(
         model, delimiters, evict=evict, mask_delimiters=mask_delimiters, response_start=len(prompt_ids)
     )
@@ -182,7 +214,7 @@ def generate_hf(
     while len(generated) < max_new_tokens:
         token = sampler(logits)
         generated.append(token)
-        if token in stops:
+        if token in chat.end_of_turn_ids:
             finish_reason = "stop"
             break
         if len(generated) == max_new_tokens:
@@ -196,7 +228,7 @@ def generate_hf(
         tokens_generated=len(generated),
         blocks_evicted=decoder.blocks_evicted,
         peak_kv_tokens=decoder.peak_kv_tokens,
-        peak_kv_tokens_without_eviction=len(decoder.token_ids),
+        peak_kv_tokens_without_eviction=decoder.peak_kv_tokens_without_eviction,
         finish_reason=finish_reason,
         backend="hf",
     )

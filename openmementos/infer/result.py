@@ -12,7 +12,9 @@ class GenerationResult:
 
     `peak_kv_tokens` is the largest number of tokens the request held in the KV cache at once;
     `peak_kv_tokens_without_eviction` is what an ordinary decoder would have held (every token whose KV
-    was computed). `tokens_generated` counts sampled tokens, the stop token included.
+    was computed). For models with sliding-window layers both count entries per layer, averaged over
+    the layers (a sliding layer holds at most its window, with or without eviction). `tokens_generated`
+    counts sampled tokens, the stop token included.
     `recomputed_tokens` counts KV entries computed a second time (the vLLM restart variant re-prefills
     each memento after evicting its block; the HF backend never recomputes).
     """

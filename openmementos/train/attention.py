@@ -11,6 +11,12 @@ Block *k* is the one opened by the k-th `<|block_start|>` of the response. Its c
 first `<|block_end|>`, `<|summary_start|>` or `<|summary_end|>` after it, and the first
 `<|summary_end|>` after its `<|block_start|>` that comes before the next `<|block_start|>` evicts it.
 Malformed model output thus still gets a well-defined, identical treatment in training and decoding.
+
+Layers with a sliding window (Olmo 3, Phi-3 with `sliding_window`, Gemma-style hybrids) see the
+intersection: a key is visible to a query when the memento rule allows it AND it lies inside the window
+(`key > query - window`, transformers' convention). `layer_windows` reads each layer's window from the
+model config. The dense masks here are the reference; `openmementos.train.block_attention` computes
+the same attention without ever building a sequence-by-sequence mask.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from openmementos.format import DELIMITERS
 
 NEVER = torch.iinfo(torch.int64).max
 """`visible_until` value of a token that is never evicted."""
+
+HIDDEN = -1
+"""`visible_until` value of a padding token: no query ever sees it."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +64,14 @@ def visible_until(
     *,
     mask_delimiters: bool = False,
     response_start: int | torch.Tensor = 0,
+    padding_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """For each token, the last query position that may attend to it (`NEVER` if not evicted).
 
     `input_ids` is `(seq,)` or `(batch, seq)`. Delimiters before `response_start` (the first token of
     the assistant response; an int or a `(batch,)` tensor) are ordinary text. With `mask_delimiters`
     the `<|block_start|>` and `<|block_end|>` of a block are evicted together with its content.
+    `padding_mask` (1 for real tokens) marks padding `HIDDEN`.
     Vectorised: a handful of cumulative sums and one scatter, no loop over tokens.
     """
     squeeze = input_ids.dim() == 1
@@ -96,15 +107,65 @@ def visible_until(
     evict_at.scatter_reduce_(-1, closing_block, closing_position, reduce="amin")
     evict_at[:, 0] = NEVER
     until = torch.where(evicted, evict_at.gather(-1, block), NEVER)
+    if padding_mask is not None:
+        until = until.masked_fill(~padding_mask.reshape(until.shape).bool(), HIDDEN)
     return until.squeeze(0) if squeeze else until
 
 
 def visibility(
-    query_positions: torch.Tensor, key_positions: torch.Tensor, key_visible_until: torch.Tensor
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    key_visible_until: torch.Tensor,
+    window: int | None = None,
 ) -> torch.Tensor:
-    """Boolean `(..., queries, keys)`: causal, and the key is not yet evicted at the query."""
+    """Boolean `(..., queries, keys)`: causal, the key not yet evicted at the query, and inside the window."""
     query = query_positions.unsqueeze(-1)
-    return (key_positions.unsqueeze(-2) <= query) & (key_visible_until.unsqueeze(-2) >= query)
+    key = key_positions.unsqueeze(-2)
+    visible = (key <= query) & (key_visible_until.unsqueeze(-2) >= query)
+    return visible & (key > query - window) if window is not None else visible
+
+
+def layer_windows(config) -> dict[str, int | None]:
+    """The sliding window of each attention layer type of a model (None: full attention)."""
+    return dict(_layers(config))
+
+
+def per_layer_windows(config) -> list[int | None]:
+    """The sliding window of each decoder layer, in order (None: full attention)."""
+    return [window for _, window in _layers(config)]
+
+
+def _layers(config) -> list[tuple[str, int | None]]:
+    """(layer type, window) per decoder layer, read with transformers' own per-layer logic.
+
+    `layer_types` where the config has them, else `sliding_window` on every layer (Phi-3, Mistral).
+    Memento attention supports full and sliding-window layers.
+    """
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    layer_types, layer_kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    layers = []
+    for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=True):
+        if layer_type not in ("full_attention", "sliding_attention"):
+            raise ValueError(
+                f"memento attention supports full and sliding-window attention layers, not {layer_type!r} "
+                f"({type(config).__name__})"
+            )
+        layers.append((layer_type, kwargs.get("sliding_window") if layer_type == "sliding_attention" else None))
+    return layers
+
+
+def model_mask(
+    per_window: dict[int | None, torch.Tensor], windows: dict[str, int | None], attn_implementation: str, dtype
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """What a model's `attention_mask` takes for boolean 4D masks computed per window.
+
+    One mask when every layer has the same window; else the `{layer_type: mask}` mapping that models
+    with mixed layers (Olmo 3, Qwen3 with sliding layers) accept in place of their own masks.
+    """
+    if len(set(windows.values())) == 1:
+        return to_model_mask(per_window[next(iter(windows.values()))], attn_implementation, dtype)
+    return {kind: to_model_mask(per_window[window], attn_implementation, dtype) for kind, window in windows.items()}
 
 
 def memento_attention_mask(
@@ -114,20 +175,26 @@ def memento_attention_mask(
     mask_delimiters: bool = False,
     response_start: int | torch.Tensor = 0,
     padding_mask: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Boolean stage-2 mask `(batch, 1, seq, seq)`, True where a query may attend to a key.
 
     Position ids stay `0..seq-1` (the original ones): eviction removes keys, it never shifts positions.
-    `padding_mask` (`(batch, seq)`, 1 for real tokens) hides padding keys.
+    `padding_mask` (`(batch, seq)`, 1 for real tokens) hides padding keys; `window` is a layer's
+    sliding window.
     """
     squeeze = input_ids.dim() == 1
     ids = input_ids.unsqueeze(0) if squeeze else input_ids
-    until = visible_until(ids, delimiters, mask_delimiters=mask_delimiters, response_start=response_start)
-    positions = torch.arange(ids.shape[-1], device=ids.device)
-    mask = visibility(positions, positions, until)
-    if padding_mask is not None:
-        mask = mask & padding_mask.bool().unsqueeze(-2)
-    return mask.unsqueeze(1)
+    until = visible_until(
+        ids, delimiters, mask_delimiters=mask_delimiters, response_start=response_start, padding_mask=padding_mask
+    )
+    return dense_mask(until, window)
+
+
+def dense_mask(until: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """The reference `(batch, 1, seq, seq)` boolean mask of a `(batch, seq)` `visible_until`."""
+    positions = torch.arange(until.shape[-1], device=until.device)
+    return visibility(positions, positions, until, window).unsqueeze(1)
 
 
 def to_model_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:

@@ -1,51 +1,47 @@
-"""ChatML formatting of `default` rows, and the collator that builds stage-1 / stage-2 batches.
+"""Rows as conversations in the model's chat template, and the collator that builds stage-1 / stage-2 batches.
 
-A row becomes one conversation: the user turn is `problem`, the assistant turn is `response` followed by
-`<|im_end|>`. Prompt and response are tokenised separately and concatenated, so the loss boundary is
-exact and the prompt tokens are the ones generation later feeds (`encode_prompt`). Labels are -100 on
-the prompt: the loss covers the assistant tokens only.
+A row becomes one exchange (`openmementos.chat`): the user turn is `problem`, the assistant turn is
+`response` as the model's own template renders it, up to its end-of-turn token (ChatML for tokenizers
+without a template). Labels are -100 on the prompt: the loss covers the assistant tokens only, and the
+prompt tokens are the ones generation later feeds (`encode_prompt`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from openmementos.train.attention import DelimiterIds, memento_attention_mask, to_model_mask
-from openmementos.train.special_tokens import CHAT_END, CHAT_START
+from openmementos.chat import ChatFormat, encode_prompt
+from openmementos.train.attention import DelimiterIds, dense_mask, model_mask, visible_until
+from openmementos.train.block_attention import IMPLEMENTATIONS, MEMENTO_KWARG
 
 IGNORE_INDEX = -100
 
-
-def chat_prompt(problem: str) -> str:
-    """The ChatML text before the assistant's answer."""
-    return f"{CHAT_START}user\n{problem}{CHAT_END}\n{CHAT_START}assistant\n"
-
-
-def encode_prompt(tokenizer, problem: str) -> list[int]:
-    """Token ids of the chat prompt (with the tokenizer's BOS, if it adds one)."""
-    return tokenizer.encode(chat_prompt(problem), add_special_tokens=True)
+__all__ = ["IGNORE_INDEX", "MementoCollator", "encode_conversations", "encode_prompt"]
 
 
 def encode_conversations(tokenizer, problems: Sequence[str], responses: Sequence[str]) -> dict[str, list]:
     """Tokenise (problem, response) pairs into `input_ids` and `labels` (assistant tokens only)."""
-    prompts = tokenizer([chat_prompt(p) for p in problems], add_special_tokens=True)["input_ids"]
-    answers = tokenizer([r + CHAT_END for r in responses], add_special_tokens=False)["input_ids"]
+    chat = ChatFormat(tokenizer)
     input_ids, labels = [], []
-    for prompt, answer in zip(prompts, answers, strict=True):
-        input_ids.append(prompt + answer)
-        labels.append([IGNORE_INDEX] * len(prompt) + answer)
+    for problem, response in zip(problems, responses, strict=True):
+        encoded = chat.encode(problem, response)
+        input_ids.append(encoded.input_ids)
+        labels.append([IGNORE_INDEX] * len(encoded.prompt_ids) + encoded.response_ids)
     return {"input_ids": input_ids, "labels": labels}
 
 
 @dataclass
 class MementoCollator:
-    """Pads a batch on the right and adds position ids and the attention mask of the stage.
+    """Pads a batch on the right and adds position ids and the attention inputs of the stage.
 
-    Stage 1: a 2D padding mask (the model applies ordinary causal attention). Stage 2: the 4D memento
-    mask, where the assistant response starts at the first labelled token.
+    Stage 1: a 2D padding mask (the model applies ordinary causal attention). Stage 2, where the
+    assistant response starts at the first labelled token: for the `memento_blocks` / `memento_flex`
+    implementations the row's `visible_until` under `memento_visible_until` (no mask at all); for
+    `sdpa` / `eager` the dense reference mask, one per sliding window in `windows` (layer type ->
+    window, from `openmementos.train.attention.layer_windows`).
     """
 
     pad_token_id: int
@@ -54,6 +50,7 @@ class MementoCollator:
     mask_delimiters: bool = False
     attn_implementation: str = "sdpa"
     dtype: torch.dtype = torch.float32
+    windows: dict[str, int | None] = field(default_factory=lambda: {"full_attention": None})
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)
@@ -75,13 +72,16 @@ class MementoCollator:
             return batch
         if self.delimiters is None:
             raise ValueError("stage 2 needs the delimiter token ids")
-        response_start = (labels != IGNORE_INDEX).long().argmax(-1)
-        mask = memento_attention_mask(
+        until = visible_until(
             input_ids,
             self.delimiters,
             mask_delimiters=self.mask_delimiters,
-            response_start=response_start,
+            response_start=(labels != IGNORE_INDEX).long().argmax(-1),
             padding_mask=padding,
         )
-        batch["attention_mask"] = to_model_mask(mask, self.attn_implementation, self.dtype)
+        if self.attn_implementation in IMPLEMENTATIONS:
+            batch[MEMENTO_KWARG] = until
+        else:
+            per_window = {window: dense_mask(until, window) for window in set(self.windows.values())}
+            batch["attention_mask"] = model_mask(per_window, self.windows, self.attn_implementation, self.dtype)
         return batch

@@ -4,7 +4,9 @@ Each new token starts from the mean embedding of words related to its role (SPEC
 noise, so the fresh tokens are neither random nor identical to each other. A word the tokenizer splits
 into several pieces counts only when none of the token's words is a single token (then the mean of the
 pieces is used); a tokenizer that knows none of the words falls back to the mean of the whole
-vocabulary. The ChatML markers are added the same way (from the vocabulary mean) when missing.
+vocabulary. A tokenizer without a chat template gets ChatML (`openmementos.chat.CHATML_TEMPLATE`):
+its markers are added the same way (from the vocabulary mean) when missing, and the template is set
+on the tokenizer, so the saved checkpoint carries the format it was trained in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from openmementos.chat import CHATML_TEMPLATE
 from openmementos.format import BLOCK_END, BLOCK_START, SUMMARY_END, SUMMARY_START
 
 CHAT_START = "<|im_start|>"
@@ -27,6 +30,8 @@ RELATED_WORDS: dict[str, tuple[str, ...]] = {
     CHAT_END: (),
 }
 """The tokens `prepare_model_and_tokenizer` makes sure exist, with the words their embedding starts from."""
+
+CHATML = (CHAT_START, CHAT_END)
 
 NOISE_SCALE = 0.01
 """Standard deviation of the init noise, relative to the standard deviation of the existing embeddings."""
@@ -43,14 +48,17 @@ class TokenInit:
 
 
 def prepare_model_and_tokenizer(model, tokenizer, *, seed: int = 0) -> list[TokenInit]:
-    """Add the missing memento / ChatML tokens to `tokenizer` and initialise their rows in `model`.
+    """Add the missing memento tokens (and ChatML, without a chat template) and initialise their rows.
 
     Idempotent: tokens already present as single tokens are left alone, so a stage-1 checkpoint passes
     through unchanged. Returns one `TokenInit` per added token.
     """
     from tokenizers import AddedToken
 
-    missing = [token for token in RELATED_WORDS if not _is_single_token(tokenizer, token)]
+    wanted = list(RELATED_WORDS) if not tokenizer.chat_template else [t for t in RELATED_WORDS if t not in CHATML]
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    missing = [token for token in wanted if not _is_single_token(tokenizer, token)]
     if not missing:
         return []
     # Word pieces are looked up before the new tokens exist, so they can never match them.

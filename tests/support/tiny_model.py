@@ -1,10 +1,22 @@
-"""A random-initialised 2-layer Llama with a BPE tokenizer trained offline, for tests and benchmarks.
+"""Random-initialised tiny models of the paper's families, with BPE tokenizers trained offline.
 
-Nothing is downloaded: the tokenizer is trained with `tokenizers` on a small built-in corpus, the
-model is created from a config. The tokenizer knows the ChatML markers but not the memento
-delimiters, exactly like a real base model before `openmementos sft --stage 1` prepares it.
-Importing this module is cheap; building the model or tokenizer needs the [train] extra (torch,
-transformers, tokenizers), imported inside the functions that use them.
+Nothing is downloaded: each tokenizer is trained with `tokenizers` on a small built-in corpus, each
+model is created from a config of its transformers architecture. Families:
+
+* `llama`: a 2-layer Llama whose tokenizer knows the ChatML markers but has no chat template (the
+  ChatML fallback);
+* `qwen3`: a 2-layer Qwen3 with a Qwen3-style template (ChatML; the assistant turn re-rendered as
+  `<think>\nreasoning\n</think>\n\nanswer`);
+* `phi3`: a 2-layer Phi-3 (the architecture of Phi-4) with a Phi-4-style template (`<|im_sep|>` after
+  the role, no newlines);
+* `olmo3`: a 4-layer Olmo 3, three sliding-window layers (window `OLMO3_WINDOW`) and one full layer,
+  with an Olmo-3-style template (a default system turn, a generation prompt that opens `<think>`, the
+  last assistant turn closed by EOS).
+
+The templates are written here to render what those models' own templates render for a single
+exchange; they are not copies. No tokenizer knows the memento delimiters, exactly like a real base
+model before `openmementos sft --stage 1` prepares it. Importing this module is cheap; building needs
+the [train] extra (torch, transformers, tokenizers), imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import functools
 import itertools
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from openmementos.format import render_response
@@ -57,52 +70,120 @@ def memento_rows(n_rows: int, blocks_per_row: int = 3) -> list[dict]:
     return rows
 
 
-def build_tokenizer(vocab_size: int = 600):
-    """A byte-level BPE `PreTrainedTokenizerFast` with ChatML markers, trained in memory."""
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' %}"
+    "{%- set answer = message.content %}{%- set reasoning = '' %}"
+    "{%- if '</think>' in answer %}"
+    "{%- set reasoning = answer.split('</think>')[0].split('<think>')[-1].strip('\\n') %}"
+    "{%- set answer = answer.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning + '\\n</think>\\n\\n' + answer + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+PHI4_STYLE_TEMPLATE = (
+    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '<|im_sep|>' + message.content + '<|im_end|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant<|im_sep|>' }}{%- endif %}"
+)
+OLMO3_STYLE_TEMPLATE = (
+    "{%- if messages[0].role != 'system' %}{{- '<|im_start|>system\\nYou are a careful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' %}{{- '<|im_start|>assistant\\n' + message.content }}"
+    "{{- eos_token if loop.last else '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>' }}{%- endif %}"
+)
+
+OLMO3_WINDOW = 32
+"""The tiny Olmo 3's sliding window: short enough that test sequences (~200 tokens) outgrow it."""
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    special_tokens: tuple[str, ...]
+    eos: str
+    pad: str
+    template: str | None = None
+    added_tokens: tuple[str, ...] = ()  # plain added tokens, as `<think>` is in the real tokenizers
+
+
+TOKENIZERS = {
+    "llama": TokenizerSpec(("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "<|im_end|>", "<|endoftext|>"),
+    "qwen3": TokenizerSpec(
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "<|im_end|>", "<|endoftext|>", QWEN3_STYLE_TEMPLATE,
+        ("<think>", "</think>"),
+    ),
+    "phi3": TokenizerSpec(
+        ("<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"), "<|im_end|>", "<|endoftext|>",
+        PHI4_STYLE_TEMPLATE,
+    ),
+    "olmo3": TokenizerSpec(
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"), "<|endoftext|>", "<|pad|>",
+        OLMO3_STYLE_TEMPLATE, ("<think>", "</think>"),
+    ),
+}  # fmt: skip
+FAMILIES = tuple(TOKENIZERS)
+
+
+def build_tokenizer(vocab_size: int = 600, family: str = "llama"):
+    """A byte-level BPE `PreTrainedTokenizerFast` with the family's special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    spec = TOKENIZERS[family]
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        special_tokens=list(spec.special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(corpus() + [" ".join(WORDS)] * 20, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        clean_up_tokenization_spaces=False,
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token=spec.eos, pad_token=spec.pad, clean_up_tokenization_spaces=False
     )
+    if spec.added_tokens:
+        tokenizer.add_tokens(list(spec.added_tokens))
+    tokenizer.chat_template = spec.template
+    return tokenizer
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0, attn_implementation: str = "sdpa") -> Path:
-    """Save a random-init 2-layer Llama (hidden 128, head_dim 32, GQA) and its tokenizer to `out_dir`."""
+def tiny_config(family: str, tokenizer, attn_implementation: str = "sdpa"):
+    """A random-init-ready config of the family's architecture (hidden 128, head_dim 32, GQA)."""
+    from transformers import LlamaConfig, Olmo3Config, Phi3Config, Qwen3Config
+
+    common = {
+        "vocab_size": len(tokenizer), "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 4096, "tie_word_embeddings": False,
+        "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+        "attn_implementation": attn_implementation,
+    }  # fmt: skip
+    if family == "llama":
+        return LlamaConfig(num_hidden_layers=2, head_dim=32, **common)
+    if family == "qwen3":
+        return Qwen3Config(num_hidden_layers=2, head_dim=32, **common)
+    if family == "phi3":
+        return Phi3Config(num_hidden_layers=2, original_max_position_embeddings=4096, sliding_window=None, **common)
+    if family == "olmo3":
+        return Olmo3Config(num_hidden_layers=4, sliding_window=OLMO3_WINDOW, **common)
+    raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+
+
+def build_tiny_model(out_dir: Path, *, seed: int = 0, attn_implementation: str = "sdpa", family: str = "llama") -> Path:
+    """Save a random-init tiny model of `family` and its tokenizer to `out_dir`."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        attn_implementation=attn_implementation,
-    )
+    tokenizer = build_tokenizer(family=family)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, tokenizer, attn_implementation))
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -110,11 +191,11 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0, attn_implementation: str =
 
 
 @functools.cache
-def tiny_model_path() -> Path:
-    """The tiny model, built once per process in a temporary folder removed at exit."""
-    folder = Path(tempfile.mkdtemp(prefix="openmementos-tiny-"))
+def tiny_model_path(family: str = "llama") -> Path:
+    """The tiny model of `family`, built once per process in a temporary folder removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix=f"openmementos-tiny-{family}-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return build_tiny_model(folder / "model")
+    return build_tiny_model(folder / "model", family=family)
 
 
 def write_dataset(rows: list[dict], folder: Path) -> Path:
@@ -127,15 +208,16 @@ def write_dataset(rows: list[dict], folder: Path) -> Path:
     return folder
 
 
-def memorised_memento_model(folder: Path, row: dict, steps: int = 40) -> Path:
+def memorised_memento_model(folder: Path, row: dict, steps: int = 40, family: str = "llama", **settings) -> Path:
     """Stage 1 then stage 2 on one memento row until the tiny model reproduces it (blocks, mementos).
 
     Greedy decoding of such a model writes real blocks and mementos, so eviction really happens.
+    `settings` go to both stages' `SFTConfig` (e.g. `mask_delimiters=True`).
     """
     from openmementos.train.sft import SFTConfig, run_sft
 
-    data = write_dataset([row] * 4, folder / "data")
-    fast = {"max_steps": steps, "lr": 3e-3, "batch_size": 4, "save_steps": 10**6, "logging_steps": steps}
-    run_sft(SFTConfig(model=str(tiny_model_path()), data=str(data), stage=1, out=folder / "s1", **fast))
+    data = write_dataset([row], folder / "data")
+    fast = {"max_steps": steps, "lr": 3e-3, "batch_size": 1, "save_steps": 10**6, "logging_steps": steps, **settings}
+    run_sft(SFTConfig(model=str(tiny_model_path(family)), data=str(data), stage=1, out=folder / "s1", **fast))
     run_sft(SFTConfig(model=str(folder / "s1"), data=str(data), stage=2, out=folder / "s2", **fast))
     return folder / "s2"
