@@ -291,7 +291,7 @@ def generate_vllm(
     problems: Sequence[str],
     *,
     max_new_tokens: int,
-    mode: VllmMode = VllmMode.evict,
+    mode: VllmMode | str = VllmMode.evict,
     evict: bool = True,
     mask_delimiters: bool = False,
     temperature: float = 0.0,
@@ -308,7 +308,7 @@ def generate_vllm(
         "top_p": top_p,
         "seed": seed,
     }
-    if mode is VllmMode.evict:
+    if VllmMode(mode) is VllmMode.evict:
         llm = evicting_engine(model, seed=seed, **(engine_kwargs or {}))
         return generate_evicting(llm, problems, **settings)
     from vllm import LLM
