@@ -4,7 +4,8 @@ Patched method (vLLM 0.32): `vllm.v1.engine.input_processor.InputProcessor.proce
 has built the `EngineCoreRequest`, a request asking for eviction (`extra_args`/`vllm_xargs`
 `memento_evict`, or the engine default `OPENMEMENTOS_VLLM_EVICT`) gets the delimiter ids of the served
 tokenizer and its resolved `mask_delimiters` in `extra_args["openmementos"]`, which the engine core
-reads. A request the engine cannot serve is refused here with a `ValueError` (HTTP 400 in the server).
+reads. A request the engine cannot serve is refused here with an `EvictionRefused`, a `ValueError`
+that vLLM's server answers with HTTP 400.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ def config_problem(vllm_config) -> str | None:
 
 def install() -> None:
     """Patch the input processor class (idempotent)."""
+    from vllm.exceptions import VLLMValidationError
     from vllm.v1.engine.input_processor import InputProcessor
+
+    class EvictionRefused(VLLMValidationError, ValueError):
+        """A request asked for eviction this engine cannot do (a client error: HTTP 400)."""
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message, parameter="memento_evict")
 
     if getattr(InputProcessor.process_inputs, "__openmementos_original__", None) is not None:
         return
@@ -47,13 +55,17 @@ def install() -> None:
         params = request.sampling_params
         if params is None:
             return request
-        wanted = requested_eviction(params.extra_args)
-        if not wanted.evict:
-            return request
-        problem = config_problem(self.vllm_config)
-        if problem:
-            raise ValueError(f"memento_evict: block eviction is unavailable: {problem}")
-        resolved = ResolvedEviction(_delimiters(self), wanted.mask_delimiters)
+        try:
+            wanted = requested_eviction(params.extra_args)
+            if not wanted.evict:
+                return request
+            problem = config_problem(self.vllm_config)
+            if problem:
+                raise ValueError(f"block eviction is unavailable: {problem}")
+            delimiters = _delimiters(self)
+        except ValueError as error:
+            raise EvictionRefused(str(error)) from error
+        resolved = ResolvedEviction(delimiters, wanted.mask_delimiters)
         params.extra_args = {**(params.extra_args or {}), RESOLVED_ARG: resolved.to_extra_args()}
         return request
 
@@ -65,6 +77,6 @@ def _delimiters(processor) -> DelimiterIds:
         try:
             delimiters = DelimiterIds.from_tokenizer(processor.get_tokenizer())
         except ValueError as error:
-            raise ValueError(f"memento_evict: this model is not a memento model: {error}") from error
+            raise ValueError(f"this model is not a memento model: {error}") from error
         setattr(processor, _DELIMITERS_ATTR, delimiters)
     return delimiters
