@@ -48,6 +48,7 @@ STEP_ATTR = "openmementos_step"
 """Attribute of `SchedulerOutput` holding the step's `StepEvictions` (None when nothing to do)."""
 PROBLEM_ATTR = "openmementos_problem"
 """Attribute of the `Scheduler`: why this engine cannot evict (None when it can)."""
+_ANNOUNCED_ATTR = "openmementos_announced"
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,12 @@ def install() -> None:
                 request.abort_immediately = True
             else:
                 setattr(request, STATE_ATTR, RequestEvictionState(settings, response_start=request.num_prompt_tokens))
-                logger.info(
-                    "openmementos: request %s evicts finished blocks; prefix caching covers its prompt only",
-                    request.request_id,
-                )
+                if not getattr(self, _ANNOUNCED_ATTR, False):
+                    setattr(self, _ANNOUNCED_ATTR, True)
+                    logger.info(
+                        "openmementos: requests with memento_evict drop finished blocks from the KV cache; "
+                        "prefix caching covers their prompts only (their generated pages change in place)"
+                    )
         return original(self, request)
 
     @_wraps(Scheduler, "schedule")

@@ -60,6 +60,8 @@ def install() -> None:
             if not wanted.evict:
                 return request
             problem = config_problem(self.vllm_config)
+            if getattr(request, "resumable", False):
+                problem = "streaming-input sessions (resumable requests) are not supported with block eviction"
             if problem:
                 raise ValueError(f"block eviction is unavailable: {problem}")
             delimiters = _delimiters(self)
