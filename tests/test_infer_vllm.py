@@ -229,6 +229,32 @@ def test_preempted_requests_recompute_and_evict_exactly_as_before(untrained):
     gc.collect()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_moving_kv_slots_equals_writing_them_there(untrained, dtype):
+    """The probed page layout moves keys and values exactly, whatever tiling the backend uses for a dtype."""
+    from openmementos.infer.vllm_plugin.worker import PageLayout
+
+    path, _, _ = untrained
+    llm = evicting_engine(str(path), dtype=dtype, block_size=32, num_gpu_blocks_override=16, max_model_len=256)
+    runner = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
+    layer = runner.compilation_config.static_forward_context[runner.kv_cache_config.kv_cache_groups[0].layer_names[0]]
+    cache = layer.kv_cache
+    impl = layer.impl
+    generator = torch.Generator().manual_seed(0)
+    src, dst = [5 * 32 + 3, 5 * 32 + 31, 6 * 32 + 0, 6 * 32 + 17], [4 * 32 + 1, 4 * 32 + 2, 5 * 32 + 3, 5 * 32 + 9]
+    key, value = (
+        torch.randn(len(src), impl.num_kv_heads, impl.head_size, generator=generator).to(cache.dtype) for _ in range(2)
+    )
+    cache.zero_()
+    impl.do_kv_cache_update(layer, key, value, cache, torch.tensor(src))
+    expected = cache.clone()
+    impl.do_kv_cache_update(layer, key, value, expected, torch.tensor(dst))
+    PageLayout(runner).move(cache, src, dst)  # slot 5*32+3 is both a source and a destination
+    assert cache[4].abs().sum() > 0 and torch.equal(cache, expected)
+    del llm
+    gc.collect()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -72,10 +72,10 @@ class PageLayout:
     vLLM 0.32 hands every layer a `[blocks, heads, tokens, channels]` cache view, but what a backend
     stores at `[:, :, n, :]` is its own business: GPU backends keep a token's key and value side by side
     along `channels`, the CPU backend stores a page's keys in an ISA-specific tiling followed by its
-    values. So the plugin writes a probe page with the backend's `do_kv_cache_update` (unique small
-    integers, exact in bfloat16) and records, for every slot of a page and every element of its key and
-    value, the `(head, token, channel)` coordinates the element landed at. A move then copies exactly
-    those elements, whatever the layout.
+    values. So the plugin writes probe pages with the backend's `do_kv_cache_update` (base-256 digits of
+    each element's token and index, exact even in bfloat16) and records, for every slot of a page and
+    every element of its key and value, the `(head, token, channel)` coordinates the element landed at.
+    A move then copies exactly those elements, whatever the layout.
     """
 
     def __init__(self, runner) -> None:
@@ -93,21 +93,23 @@ class PageLayout:
         elements = kv_heads * head_size
         page = _scratch_page(cache)
         slots = torch.arange(tokens, device=cache.device)
-        token_ids = torch.arange(1, tokens + 1, device=cache.device).view(-1, 1, 1).expand(-1, kv_heads, head_size)
+        token_ids = torch.arange(tokens, device=cache.device).view(-1, 1, 1).expand(-1, kv_heads, head_size)
         element_ids = torch.arange(elements, device=cache.device).view(1, kv_heads, head_size).expand(tokens, -1, -1)
 
-        def write(key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        def digit(ids: torch.Tensor, place: int, *, sign_values: bool = False) -> torch.Tensor:
+            """Write base-256 digit `place` of `ids` (plus one, so 0 means unwritten) as keys and values."""
+            key = (ids // 256**place % 256 + 1).to(cache.dtype).contiguous()
+            value = -key if sign_values else key
             page.zero_()
-            key, value = (t.to(cache.dtype).contiguous() for t in (key, value))
             impl.do_kv_cache_update(layer, key, value, page, slots)
             return page[0].to(torch.float32, copy=True)
 
-        which = write(token_ids, -token_ids)  # the token an element belongs to; negative for values
-        low = write(element_ids % 256 + 1, element_ids % 256 + 1)
-        high = write(element_ids // 256 + 1, element_ids // 256 + 1)
-        written = which != 0
-        token = which[written].abs().long() - 1
-        element = (high[written].long() - 1) * 256 + low[written].long() - 1 + (which[written] < 0).long() * elements
+        token_low = digit(token_ids, 0, sign_values=True)  # negative where a value landed
+        written = token_low != 0
+        is_value = (token_low[written] < 0).long()
+        token = token_low[written].abs().long() - 1 + (digit(token_ids, 1)[written].long() - 1) * 256
+        element = digit(element_ids, 0)[written].long() - 1 + (digit(element_ids, 1)[written].long() - 1) * 256
+        element = element + is_value * elements
         if token.numel() != tokens * 2 * elements:
             raise RuntimeError(
                 f"openmementos: cannot map the {type(impl).__name__} KV page layout "
@@ -122,8 +124,7 @@ class PageLayout:
         src = torch.tensor(src_slots, device=cache.device)
         dst = torch.tensor(dst_slots, device=cache.device)
         pages = self.tokens_per_page
-        s = self.coordinates.to(cache.device)[src % pages]
-        d = self.coordinates.to(cache.device)[dst % pages]
+        s, d = self.coordinates[src % pages], self.coordinates[dst % pages]
         values = cache[(src // pages)[:, None], s[..., 0], s[..., 1], s[..., 2]]
         cache[(dst // pages)[:, None], d[..., 0], d[..., 1], d[..., 2]] = values
 
