@@ -255,6 +255,38 @@ def test_moving_kv_slots_equals_writing_them_there(untrained, dtype):
     gc.collect()
 
 
+def test_requests_an_engine_cannot_serve_are_refused_with_the_reason(untrained, tmp_path):
+    from support.tiny_model import build_tiny_model
+    from vllm import SamplingParams
+
+    path, _, _ = untrained
+    evicting = SamplingParams(max_tokens=4, extra_args={"memento_evict": True})
+    llm = evicting_engine(str(path), dtype="float32", kv_cache_dtype="fp8", max_model_len=256)
+    with pytest.raises(ValueError, match="quantised KV cache"):
+        llm.generate(["Find x."], evicting, use_tqdm=False)
+    assert llm.generate(["Find x."], SamplingParams(max_tokens=4), use_tqdm=False)[0].outputs[0].token_ids
+    del llm
+    gc.collect()
+    llm = evicting_engine(str(build_tiny_model(tmp_path / "base")), dtype="float32", max_model_len=256)
+    with pytest.raises(ValueError, match=r"not a memento model.*sft --stage 1"):
+        llm.generate(["Find x."], evicting, use_tqdm=False)
+    del llm
+    gc.collect()
+
+
+def test_the_plugin_patches_nothing_on_another_vllm_release():
+    script = (
+        "import logging, vllm; vllm.__version__ = '0.33.0'\n"
+        "from openmementos.infer.vllm_plugin import register; register()\n"
+        "from vllm.v1.core.sched.scheduler import Scheduler\n"
+        "print('patched' if hasattr(Scheduler.schedule, '__openmementos_original__') else 'untouched')\n"
+    )
+    env = {**os.environ, "VLLM_PLUGINS": ""}  # vLLM's own plugin loading must not patch first
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.strip().endswith("untouched"), done.stderr[-2000:]
+    assert "supports vLLM >=0.32,<0.33" in done.stderr and "found 0.33.0" in done.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
