@@ -29,8 +29,8 @@ from pathlib import Path
 from openmementos.card import CONFIG_FOLDERS, DEFAULT_TAGS, CardInputs, ConfigInfo, StageRecord, render_card
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
 from openmementos.shards import MANIFEST, Manifest, ShardWriter, iter_stage, read_manifest
-from openmementos.stats import BATCH as STATS_BATCH
-from openmementos.stats import StatsCollector
+from openmementos.stats import FigureFrame, dataset_stats, write_plots
+from openmementos.stats.figures import BATCH as STATS_BATCH
 from openmementos.validate import STAGE as VALIDATE_STAGE
 from openmementos.validate import build_report
 
@@ -112,14 +112,15 @@ def build(in_dir: Path, folder: Path, load_id: str, settings: PublishSettings, p
     """Write both configs, the plots and the card for the validated traces of `in_dir` into `folder`."""
     manifest = check_publishable(in_dir)
     n_shards = max(1, math.ceil(manifest.rows / settings.rows_per_shard))
-    collector = StatsCollector()
+    figures = FigureFrame()
     with _row_progress(manifest.rows, progress) as advance:
         written = _write_configs(
-            iter_stage(in_dir, AnnotatedTrace), folder, n_shards, settings.rows_per_shard, collector, advance
+            iter_stage(in_dir, AnnotatedTrace), folder, n_shards, settings.rows_per_shard, figures, advance
         )
     if written != manifest.rows:
         raise PublishError(f"{in_dir}: its manifest counts {manifest.rows:,} traces but the shards hold {written:,}")
-    plots = collector.write_plots(folder / PLOTS_DIR)
+    frame = figures.frame()
+    plots = write_plots(frame, folder / PLOTS_DIR)
     configs = [_config_info(folder, name, n_shards, written) for name in PUBLIC_CONFIGS]
     lineage = read_lineage([*settings.lineage, in_dir])
     card = render_card(
@@ -127,7 +128,7 @@ def build(in_dir: Path, folder: Path, load_id: str, settings: PublishSettings, p
             pretty_name=settings.pretty_name or Path(load_id).name,
             load_id=load_id,
             license=settings.license,
-            stats=collector.result(),
+            stats=dataset_stats(frame),
             configs=configs,
             validation=build_report(manifest, in_dir),
             lineage=lineage,
@@ -151,7 +152,7 @@ def _write_configs(
     folder: Path,
     n_shards: int,
     rows_per_shard: int,
-    collector: StatsCollector,
+    figures: FigureFrame,
     advance: Callable[[], None],
 ) -> int:
     """Stream traces into both configs, `rows_per_shard` per shard; returns the rows written."""
@@ -175,11 +176,11 @@ def _write_configs(
                 writers[name].write(full.model_dump(include=set(model.model_fields)))
             pending.append(trace)
             if len(pending) == STATS_BATCH:
-                collector.add_traces(pending)
+                figures.add_traces(pending)
                 pending = []
             written += 1
             advance()
-        collector.add_traces(pending)
+        figures.add_traces(pending)
     except BaseException:
         for writer in writers.values():
             writer.abort()

@@ -33,6 +33,13 @@ def stats(
             "(published folders: default cl100k_base)."
         ),
     ] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option(help="Write the per-trace figures (one row per trace) as CSV here; list columns as JSON."),
+    ] = None,
+    parquet: Annotated[
+        Path | None, typer.Option(help="Write the per-trace figures (one row per trace) as parquet here.")
+    ] = None,
 ) -> None:
     """Counts per domain and source, blocks per trace, tokens per block and memento, compression, peak KV.
 
@@ -40,22 +47,30 @@ def stats(
     token) against the largest cache a memento model holds when it evicts each block once its memento
     is written (prompt + earlier mementos + current block and memento). The paper measured ~2.5x.
 
-    Example: openmementos stats out/demo/validate --plots out/demo/plots
+    `--csv` / `--parquet` write the per-trace figures behind every statistic (domain, source, token
+    counts per block and memento, ratios, peak KV, judge scores, provenance) for a closer look.
+
+    Example: openmementos stats out/demo/validate --plots out/demo/plots --parquet out/demo/traces.parquet
     """
-    from openmementos.stats import collect
+    from openmementos.stats import collect, dataset_stats, write_frame, write_plots
 
     try:
-        collector = collect(in_dir, tokenizer, progress=not json_output)
-        result = collector.result()
+        frame = collect(in_dir, tokenizer, progress=not json_output)
+        result = dataset_stats(frame)
     except (FileNotFoundError, ValueError) as error:
         raise typer.BadParameter(str(error), param_hint="IN_DIR") from None
-    written = collector.write_plots(plots) if plots else []
+    written = write_plots(frame, plots) if plots else []
+    exports = [(path, format) for path, format in ((csv, "csv"), (parquet, "parquet")) if path]
+    for path, format in exports:
+        write_frame(frame, path, format)
     if json_output:
         typer.echo(result.model_dump_json(indent=2))
         return
     print_stats(result)
     for path in written:
         typer.echo(f"plot: {path}")
+    for path, _ in exports:
+        typer.echo(f"per-trace figures: {path}")
 
 
 def print_stats(result: DatasetStats) -> None:
