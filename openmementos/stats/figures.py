@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from openmementos.format import THINK_CLOSE, THINK_OPEN
 from openmementos.kvsim import KVFootprint, simulate_kv
@@ -260,7 +259,7 @@ def _chunk(figures: Sequence[TraceFigures], made_by: Sequence[AnnotatedTrace | R
             values[f"usage_{name}"] = getattr(trace.usage, name) if trace else None
         for name, value in values.items():
             columns[name].append(value)
-    return pl.from_arrow(pa.Table.from_pydict(columns)).cast(FRAME_SCHEMA)  # pyarrow converts lists fastest
+    return pl.DataFrame(columns, schema=FRAME_SCHEMA)
 
 
 # --------------------------------------------------------------------------- export
