@@ -16,10 +16,10 @@ place, and the manifest accounts for all of them:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from openmementos.download.filters import Filters
 from openmementos.download.mapping import ColumnMapping
@@ -41,6 +41,7 @@ from openmementos.download.sampling import (
     StratumCounts,
     allocate,
 )
+from openmementos.download.strata import file_strata
 from openmementos.schema import SourceTrace, TraceRejected
 from openmementos.shards import (
     MANIFEST,
@@ -56,7 +57,6 @@ from openmementos.shards import (
 
 STAGE = "download"
 DEFAULT_DATASET = "open-thoughts/OpenThoughts3-1.2M"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -174,18 +174,22 @@ def _previous_options(out_dir: Path, options: dict[str, Any]) -> dict[str, Any] 
 
 def make_plan(files: list[InputFile], mapping: ColumnMapping, request: SelectionRequest) -> SelectionPlan:
     """Two passes over the metadata columns of every file: stratum sizes, then per-stratum hash bounds."""
-    columns = mapping.metadata_columns()
     counts = StratumCounts()
     with _FileProgress("selection: counting strata", len(files)) as progress:
         for file in files:
-            counts.add_file(stratum for _, stratum in progress.counted(_strata(file, mapping, columns)))
+            strata = file_strata(file, mapping)
+            counts.add_file((group.stratum, group.rows) for group in strata)
+            progress.file_done(sum(group.rows for group in strata))
     quotas, summary = allocate(counts, request)
     finder = BoundFinder(request.seed, quotas, counts.sizes)
     if finder.needed:
         with _FileProgress(f"selection: drawing (seed {request.seed})", len(files)) as progress:
             for file in files:
-                for key, stratum in progress.counted(_strata(file, mapping, columns)):
-                    finder.add(stratum, key)
+                strata = file_strata(file, mapping, indices=True)
+                for group in strata:
+                    if finder.wants(group.stratum):
+                        finder.add(group.stratum, row_keys(file, group.indices or ()))
+                progress.file_done(sum(group.rows for group in strata))
     return SelectionPlan(
         request.seed,
         finder.bounds(),
@@ -196,19 +200,19 @@ def make_plan(files: list[InputFile], mapping: ColumnMapping, request: Selection
     )
 
 
-def _strata(file: InputFile, mapping: ColumnMapping, columns: list[str]) -> Iterator[tuple[str, Stratum | None]]:
-    """(row key, stratum) of every row of a file, reading only the metadata columns."""
-    for index, row in iter_rows(file, columns, remote=True):
-        yield row_key(file, index), _stratum(mapping, row)
-
-
 def _stratum(mapping: ColumnMapping, row: Row) -> Stratum | None:
     return None if isinstance(row, Unreadable) else mapping.stratum(row)
 
 
 def row_key(file: InputFile, index: int) -> str:
     """A row's name in the selection hash and the quarantine: its file and row index (line, for JSON lines)."""
-    return f"{file.label}#{index}"
+    return row_keys(file, (index,))[0]
+
+
+def row_keys(file: InputFile, indices: Iterable[int]) -> list[str]:
+    """`row_key` of many rows of a file."""
+    prefix = f"{file.label}#"
+    return [f"{prefix}{index}" for index in indices]
 
 
 def convert_shard(task: ShardTask[ShardSource]) -> Iterator[SourceTrace | Quarantined]:
@@ -277,10 +281,6 @@ class _FileProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def counted(self, items: Iterator[T]) -> Iterator[T]:
-        for item in items:
-            self.rows += 1
-            if self.rows % 10_000 == 0:
-                self._progress.update(self._task, rows=f"{self.rows:,}")
-            yield item
+    def file_done(self, rows: int) -> None:
+        self.rows += rows
         self._progress.update(self._task, advance=1, rows=f"{self.rows:,}")
