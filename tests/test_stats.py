@@ -341,6 +341,9 @@ def test_cli_writes_the_per_trace_frame_as_csv_and_parquet(tmp_path):
         assert json.loads(row["block_tokens"]) == trace.block_tokens  # list columns as JSON arrays
         assert json.loads(row["memento_tokens"]) == trace.memento_tokens
         assert len(json.loads(row["judge_scores"])) == (len(trace.mementos) if trace.reviews else 0)
+    blocked = CliRunner().invoke(app, ["stats", str(tmp_path / "annotate"), "--csv", str(out)], env={"COLUMNS": "300"})
+    assert blocked.exit_code != 0 and f"cannot write {out}" in blocked.output  # a folder is in the way
+    assert not list(tmp_path.glob(".*.partial"))
     # JSON mode writes them too, and prints nothing else
     args = ["stats", str(tmp_path / "annotate"), "--json", "--parquet", str(tmp_path / "j.pq")]
     as_json = CliRunner().invoke(app, args)

@@ -62,7 +62,10 @@ def stats(
     written = write_plots(frame, plots) if plots else []
     exports = [(path, format) for path, format in ((csv, "csv"), (parquet, "parquet")) if path]
     for path, format in exports:
-        write_frame(frame, path, format)
+        try:
+            write_frame(frame, path, format)
+        except OSError as error:
+            raise typer.BadParameter(f"cannot write {path}: {error}", param_hint=f"--{format}") from None
     if json_output:
         typer.echo(result.model_dump_json(indent=2))
         return

@@ -276,13 +276,15 @@ def write_frame(frame: pl.DataFrame, path: Path, format: str) -> None:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    if format == "parquet":
-        frame.write_parquet(partial)
-    else:
-        frame.with_columns(_as_json_text(name) for name, dtype in frame.schema.items() if dtype == pl.List).write_csv(
-            partial
-        )
-    partial.replace(path)
+    try:
+        if format == "parquet":
+            frame.write_parquet(partial)
+        else:
+            lists = [name for name, dtype in frame.schema.items() if dtype == pl.List]
+            frame.with_columns(_as_json_text(name) for name in lists).write_csv(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _as_json_text(column: str) -> pl.Expr:
