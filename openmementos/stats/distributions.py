@@ -144,7 +144,7 @@ def domain_figures() -> list[pl.Expr]:
 
 def domain_order(frame: pl.DataFrame) -> list[str]:
     """Domains by decreasing trace count, then name ("all" not included)."""
-    counts = frame.group_by("domain").len().sort(["len", "domain"], descending=[True, False])
+    counts = frame.group_by("domain").len().sort(["len", pl.col("domain").cast(pl.String)], descending=[True, False])
     return counts["domain"].to_list()
 
 
@@ -153,7 +153,7 @@ def dataset_stats(frame: pl.DataFrame) -> DatasetStats:
     if frame.is_empty():
         raise ValueError("no traces to summarise")
     order = domain_order(frame)
-    by_domain = frame.group_by("domain").agg(domain_figures())
+    by_domain = frame.group_by("domain").agg(domain_figures()).with_columns(pl.col("domain").cast(pl.String))
     overall = frame.select(domain_figures()).with_columns(domain=pl.lit(ALL))
     rows = {row["domain"]: row for row in pl.concat([by_domain, overall], how="diagonal").iter_rows(named=True)}
     return DatasetStats(
@@ -181,7 +181,8 @@ def _domain_stats(row: dict[str, Any]) -> DomainStats:
 
 def _sources(frame: pl.DataFrame, order: list[str]) -> dict[str, dict[str, int]]:
     """Domain (in `order`) -> source -> traces, most traces first, then by name."""
-    counts = frame.group_by("domain", "source").len().sort(["len", "source"], descending=[True, False])
+    counts = frame.group_by("domain", "source").len()
+    counts = counts.sort(["len", pl.col("source").cast(pl.String)], descending=[True, False])
     sources: dict[str, dict[str, int]] = {domain: {} for domain in order}
     for domain, source, traces in counts.iter_rows():
         sources[domain][source] = traces

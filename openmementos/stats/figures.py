@@ -27,8 +27,8 @@ BATCH = 256
 FRAME_SCHEMA = pl.Schema(
     {
         "id": pl.String,
-        "domain": pl.String,
-        "source": pl.String,
+        "domain": pl.Categorical(),
+        "source": pl.Categorical(),
         "blocks": pl.Int32,
         "prompt_tokens": pl.Int64,
         "answer_tokens": pl.Int64,
@@ -40,10 +40,10 @@ FRAME_SCHEMA = pl.Schema(
         "kv_ratio": pl.Float32,
         "judge_scores": pl.List(pl.Float32),
         "judge_rounds": pl.List(pl.Int32),
-        "annotator_model": pl.String,
-        "prompt_version": pl.String,
-        "scorer": pl.String,
-        "tokenizer": pl.String,
+        "annotator_model": pl.Categorical(),
+        "prompt_version": pl.Categorical(),
+        "scorer": pl.Categorical(),
+        "tokenizer": pl.Categorical(),
         "usage_requests": pl.Int64,
         "usage_prompt_tokens": pl.Int64,
         "usage_completion_tokens": pl.Int64,
@@ -54,7 +54,7 @@ FRAME_SCHEMA = pl.Schema(
 content only); `peak_kv_*` and `kv_ratio` are `simulate_kv` of the trace; `judge_scores` is the score of
 each judged memento as kept, `judge_rounds` the rounds it took. Provenance columns (`annotator_model` to
 `usage_cost_usd`) are null for published rows, which carry none. Ratios are float32, enough for figures
-shown to 4 decimals."""
+shown to 4 decimals; the few-valued text columns are categorical (a number per row, not a copy of the text)."""
 
 PROVENANCE = ("annotator_model", "prompt_version", "scorer", "tokenizer")
 USAGE = ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
@@ -212,24 +212,37 @@ def figures_from_traces(traces: Sequence[Trace], tokenizer: str | None = None) -
 
 
 class FigureFrame:
-    """Builds the per-trace frame (`FRAME_SCHEMA`) a batch of traces at a time; `frame()` returns it."""
+    """Builds the per-trace frame (`FRAME_SCHEMA`) a batch of traces at a time; `frame()` returns it.
+
+    Batches are merged `MERGE` at a time, so the frame is held in a few large chunks (quick to
+    aggregate) without ever copying it whole.
+    """
+
+    MERGE = 64
 
     def __init__(self) -> None:
-        self._chunks: list[pl.DataFrame] = []
+        self._merged: list[pl.DataFrame] = []
+        self._batches: list[pl.DataFrame] = []
 
     def add_traces(self, traces: Sequence[Trace], tokenizer: str | None = None) -> None:
         """Add a batch of traces (see `figures_from_traces`) and, for annotated ones, their provenance."""
         made_by = [None if isinstance(trace, FullRow) else trace for trace in traces]
-        self._chunks.append(_chunk(figures_from_traces(traces, tokenizer), made_by))
+        self._add(_chunk(figures_from_traces(traces, tokenizer), made_by))
 
     def extend(self, figures: Iterable[TraceFigures]) -> FigureFrame:
         """Add figures made elsewhere (no provenance)."""
         figures = list(figures)
-        self._chunks.append(_chunk(figures, [None] * len(figures)))
+        self._add(_chunk(figures, [None] * len(figures)))
         return self
 
+    def _add(self, batch: pl.DataFrame) -> None:
+        self._batches.append(batch)
+        if len(self._batches) == self.MERGE:
+            self._merged.append(pl.concat(self._batches, rechunk=True))
+            self._batches = []
+
     def frame(self) -> pl.DataFrame:
-        return pl.concat([pl.DataFrame(schema=FRAME_SCHEMA), *self._chunks], rechunk=True)
+        return pl.concat([pl.DataFrame(schema=FRAME_SCHEMA), *self._merged, *self._batches], rechunk=False)
 
 
 def _chunk(figures: Sequence[TraceFigures], made_by: Sequence[AnnotatedTrace | RecordedTrace | None]) -> pl.DataFrame:
