@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from openmementos import annotate, download, publish, segment, stats_request, validate
+from openmementos import annotate, download, publish, segment, stats, validate
 from openmementos.annotate.request import AnnotateRequest
 from openmementos.download.request import DownloadRequest
 from openmementos.llm.errors import LLMError
@@ -43,7 +43,7 @@ from openmementos.options import Request, cli_of
 from openmementos.publish.request import PublishRequest
 from openmementos.runtime.manifest import StageError
 from openmementos.segment.request import SegmentRequest
-from openmementos.stats_request import StatsRequest
+from openmementos.stats.request import StatsRequest
 from openmementos.validate.request import ValidateRequest
 
 REQUESTS: dict[str, type[Request]] = {
@@ -61,7 +61,7 @@ RUNNERS: dict[str, Callable[[Any], Any]] = {
     "segment": lambda request: segment.run_segment(request),
     "annotate": lambda request: annotate.run_annotate(request),
     "validate": lambda request: validate.run_validate(request),
-    "stats": lambda request: stats_request.run_stats(request),
+    "stats": lambda request: stats.run_stats(request),
     "publish": lambda request: publish.run_publish(request),
 }
 """Each stage's library entry point (the packages import their modules on first use)."""

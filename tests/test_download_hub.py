@@ -119,6 +119,16 @@ def test_killed_run_resumes_to_the_same_output(hub, env, uninterrupted, tmp_path
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_files_already_fetched_are_planned_from_the_cache(hub, env, uninterrupted, tmp_path):
+    hub.reset_counts()
+    download(tmp_path / "again", env, "--workers", "1")
+    # every shard is in the local cache: the pre-pass scans them there, no range request reads the Hub
+    assert not [r for r in hub.request_log if r.route == "resolve" and r.status == 206]
+    again = read_manifest(tmp_path / "again")
+    assert again.options["selection"] == read_manifest(uninterrupted).options["selection"]
+    assert output(tmp_path / "again") == output(uninterrupted)
+
+
 def test_sharded_runs_union_equals_the_unsharded_run(env, uninterrupted, tmp_path):
     out = tmp_path / "sharded"
     download(out, env, "--shard", "0/2")

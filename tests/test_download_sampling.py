@@ -1,12 +1,24 @@
-"""Stratified selection: exact quotas, shard-independent decisions, nested limits."""
+"""Stratified selection: exact quotas, shard-independent decisions, nested limits, and the pre-pass that
+plans it, which must give the plan and selection of the row-by-row pre-pass it replaced (kept below as
+the oracle, `old_plan`)."""
 
+import hashlib
+import heapq
+import json
+import math
 from collections import Counter
 from fractions import Fraction
 
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.ot3_rows import write_ot3_parquet
 
+from openmementos.download.mapping import ColumnMapping
+from openmementos.download.readers import InputFile, Unreadable, iter_rows, local_input
 from openmementos.download.sampling import (
     BoundFinder,
     SelectionPlan,
@@ -14,7 +26,10 @@ from openmementos.download.sampling import (
     StratumCounts,
     allocate,
     apportion,
+    row_hash,
 )
+from openmementos.download.stage import make_plan, row_key
+from openmementos.download.strata import file_strata
 
 STRATA = [("math", "a", 1)] * 500 + [("math", "b", None)] * 300 + [("code", "c", 2)] * 150 + [("science", "d", 3)] * 50
 
@@ -24,11 +39,11 @@ def plan_for(rows: list, request: SelectionRequest, files: int = 3) -> Selection
     keyed = [(f"f{n % files}#{n // files}", stratum) for n, stratum in enumerate(rows)]
     counts = StratumCounts()
     for file in range(files):
-        counts.add_file(stratum for key, stratum in keyed if key.startswith(f"f{file}#"))
+        counts.add_file(Counter(stratum for key, stratum in keyed if key.startswith(f"f{file}#")).items())
     quotas, summary = allocate(counts, request)
     finder = BoundFinder(request.seed, quotas, counts.sizes)
     for key, stratum in keyed:
-        finder.add(stratum, key)
+        finder.add(stratum, [key])
     return SelectionPlan(request.seed, finder.bounds(), quotas, counts.sizes, (), summary)
 
 
@@ -103,5 +118,154 @@ def test_plan_round_trips_through_json():
 
 def test_rows_without_a_domain_are_counted_apart():
     counts = StratumCounts()
-    counts.add_file([("math", "a", 1), None, None])
+    counts.add_file([(("math", "a", 1), 1), (None, 2)])
     assert counts.unclassified == 2 and counts.file_rows == [3]
+
+
+@pytest.mark.parametrize("quota", [1, 7, 900, 6000, 11_999])
+def test_bounds_are_one_above_the_quota_th_smallest_hash_however_the_rows_arrive(quota):
+    """Pruning in bulk (rows arrive in batches, more than 1.5 quotas + PRUNE_SLACK of them) loses nothing."""
+    stratum = ("math", "a", 1)
+    keys = [f"f#{index}" for index in range(12_000)]
+    finder = BoundFinder(5, {stratum: quota}, {stratum: len(keys)})
+    for start in range(0, len(keys), 1000):
+        finder.add(stratum, keys[start : start + 1000])
+        finder.add(("code", "b", 2), keys[start : start + 1000])  # not a stratum of the plan: ignored
+    assert finder.bounds() == {stratum: sorted(row_hash(5, key) for key in keys)[quota - 1] + 1}
+
+
+# --------------------------------------------------------------------------- the pre-pass, against the row-by-row one
+
+
+def old_row_hash(seed: int, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(), "big")
+
+
+def old_plan(files: list[InputFile], mapping: ColumnMapping, request: SelectionRequest) -> SelectionPlan:
+    """The pre-pass before polars, kept as the oracle: every row of the metadata columns through Python."""
+    sizes: Counter = Counter()
+    file_rows, unclassified, keyed = [], 0, []
+    for file in files:
+        rows = 0
+        for index, row in iter_rows(file, mapping.metadata_columns()):
+            rows += 1
+            stratum = None if isinstance(row, Unreadable) else mapping.stratum(row)
+            keyed.append((stratum, f"{file.label}#{index}"))
+            if stratum is None:
+                unclassified += 1
+            else:
+                sizes[stratum] += 1
+        file_rows.append(rows)
+    quotas, summary = allocate(StratumCounts(sizes, file_rows, unclassified), request)
+    heaps: dict = {s: [] for s, q in quotas.items() if 0 < q < sizes[s]}
+    for stratum, key in keyed:
+        heap = heaps.get(stratum)
+        if heap is not None:
+            negated = -old_row_hash(request.seed, key)
+            if len(heap) < quotas[stratum]:
+                heapq.heappush(heap, negated)
+            elif negated > heap[0]:
+                heapq.heapreplace(heap, negated)
+    bounds = {s: 1 - heaps[s][0] if s in heaps else (1 << 64 if q == sizes[s] else 0) for s, q in quotas.items()}
+    return SelectionPlan(
+        request.seed, bounds, quotas, dict(sizes), tuple(file_rows), {"request": request.as_json(), **summary}
+    )
+
+
+def old_selected(plan: SelectionPlan, files: list[InputFile], mapping: ColumnMapping) -> list[str]:
+    chosen = []
+    for file in files:
+        for index, row in iter_rows(file, mapping.metadata_columns()):
+            stratum = None if isinstance(row, Unreadable) else mapping.stratum(row)
+            key = f"{file.label}#{index}"
+            bound = plan.bounds.get(stratum)
+            if stratum is None or bound == 1 << 64 or (bound and old_row_hash(plan.seed, key) < bound):
+                chosen.append(key)
+    return chosen
+
+
+def new_selected(plan: SelectionPlan, files: list[InputFile], mapping: ColumnMapping) -> list[str]:
+    chosen = []
+    for file in files:
+        for index, row in iter_rows(file, mapping.metadata_columns()):
+            stratum = None if isinstance(row, Unreadable) else mapping.stratum(row)
+            if stratum is None or plan.selects(stratum, row_key(file, index)):
+                chosen.append(row_key(file, index))
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[InputFile]:
+    """Parquet shards of generated OpenThoughts3 rows, plus files of every format with awkward metadata."""
+    root = tmp_path_factory.mktemp("corpus")
+    write_ot3_parquet(root / "ot3", 1500, 3, row_group_size=128)
+    odd = [
+        {
+            "domain": ["math", "code", None, "bio"][i % 4],
+            "source": i % 3,
+            "difficulty": [0.0, -0.0, math.nan, 1.5, None][i % 5],
+        }
+        for i in range(300)
+    ]
+    (root / "odd").mkdir()
+    pq.write_table(pa.Table.from_pylist(odd), root / "odd" / "floats.parquet", row_group_size=64)
+    no_difficulty = [{"domain": "science" if i % 2 else "math", "source": i % 2 == 0} for i in range(90)]
+    pq.write_table(pa.Table.from_pylist(no_difficulty), root / "odd" / "bools.parquet")
+    lines = []
+    for i in range(120):
+        if i % 17 == 5:
+            lines.append("{not json")
+        elif i % 23 == 7:
+            lines.append("")
+        elif i % 29 == 3:
+            lines.append("[1, 2]")
+        else:
+            row = {"domain": "code" if i % 3 else 7, "source": f"s{i % 4}", "difficulty": {"level": i % 2}}
+            lines.append(json.dumps(row))
+    (root / "odd" / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    arrow_rows = [{"domain": "math", "source": f"a{i % 5}", "difficulty": i % 3} for i in range(200)]
+    datasets.Dataset.from_list(arrow_rows).save_to_disk(str(root / "arrow"))
+    return (
+        local_input(root / "ot3", "train") + local_input(root / "odd", "train") + local_input(root / "arrow", "train")
+    )
+
+
+MAPPINGS = {
+    "columns": ColumnMapping(messages="conversations"),
+    "fixed source": ColumnMapping(messages="conversations", source=None, fixed={"source": "all"}),
+    "no column": ColumnMapping(
+        messages="conversations", domain=None, source=None, difficulty=None, fixed={"domain": "math"}
+    ),
+}
+RATIOS = (("math", Fraction(5)), ("code", Fraction(3)), ("science", Fraction(2)))
+REQUESTS = {
+    "ratios": SelectionRequest(seed=3, limit=600, ratios=RATIOS),
+    "domains": SelectionRequest(seed=1, domains=("math", "code")),
+    "limit": SelectionRequest(seed=9, limit=150),
+    "all": SelectionRequest(seed=4),
+}
+CASES = [(m, r) for m in MAPPINGS for r in REQUESTS if m != "no column" or r in ("limit", "all")]
+
+
+@pytest.mark.parametrize(("mapping", "request_"), CASES, ids=[f"{m}-{r}" for m, r in CASES])
+def test_the_polars_pre_pass_gives_the_row_by_row_plan_and_selection(corpus, mapping, request_):
+    mapping, request_ = MAPPINGS[mapping], REQUESTS[request_]
+    plan = make_plan(corpus, mapping, request_)
+    expected = old_plan(corpus, mapping, request_)
+    assert plan == expected  # sizes, file rows, quotas, bounds and the summary
+    assert new_selected(plan, corpus, mapping) == old_selected(expected, corpus, mapping)
+
+
+def test_awkward_values_fall_in_the_strata_the_main_pass_puts_them_in(corpus):
+    mapping = MAPPINGS["columns"]
+    for file in corpus:
+        by_row = {}
+        for index, row in iter_rows(file, mapping.metadata_columns()):
+            by_row[index] = None if isinstance(row, Unreadable) else mapping.stratum(row)
+        grouped = {
+            index: group.stratum for group in file_strata(file, mapping, indices=True) for index in group.indices
+        }
+        assert grouped == by_row, file.label
+    floats = next(file for file in corpus if file.label == "floats.parquet")
+    difficulties = {group.stratum[2] for group in file_strata(floats, mapping) if group.stratum}
+    assert difficulties == {"0.0", "-0.0", "NaN", "1.5", None}  # 0.0 and -0.0 apart, as stratum_value keeps them

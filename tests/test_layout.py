@@ -4,6 +4,7 @@ the product only (test support stays in tests/)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,8 +30,10 @@ def test_validate_publish_card_stats_and_the_cli_never_import_openai_or_httpx() 
 
 
 def test_the_wheel_holds_the_product_and_no_test_support(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: setuptools writes build/ next to the sources
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(".*", "out", "build", "__pycache__"))
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
-    subprocess.run([*build, str(ROOT)], check=True, capture_output=True)
+    subprocess.run([*build, str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("openmementos-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not [name for name in names if "standin" in name or "tiny_model" in name or name.startswith("tests/")]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from openmementos.stats_request import StatsRequest
+from openmementos.stats.request import StatsRequest
 
 if TYPE_CHECKING:
     from openmementos.stats import DatasetStats
@@ -19,9 +19,12 @@ def stats(request: StatsRequest) -> None:
     token) against the largest cache a memento model holds when it evicts each block once its memento
     is written (prompt + earlier mementos + current block and memento). The paper measured ~2.5x.
 
-    Example: openmementos stats out/demo/validate --plots out/demo/plots
+    `--csv` / `--parquet` write the per-trace figures behind every statistic (domain, source, token
+    counts per block and memento, ratios, peak KV, judge scores, provenance) for a closer look.
+
+    Example: openmementos stats out/demo/validate --plots out/demo/plots --parquet out/demo/traces.parquet
     """
-    from openmementos.stats_request import run_stats
+    from openmementos.stats import run_stats
 
     result = run_stats(request)
     if request.json_output:
@@ -30,6 +33,8 @@ def stats(request: StatsRequest) -> None:
     print_stats(result.stats)
     for path in result.plots:
         typer.echo(f"plot: {path}")
+    for path in result.exports:
+        typer.echo(f"per-trace figures: {path}")
 
 
 def print_stats(result: DatasetStats) -> None:

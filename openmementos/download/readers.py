@@ -7,8 +7,9 @@ batch at a time, so memory stays flat however large the file.
 Hub files are fetched whole with `hf_hub_download` and then read locally. Compared with streaming
 through `HfFileSystem`, the download is resumable after a crash (a rerun continues the partial file),
 verified against the Hub's ETag, and cached where `datasets` keeps the same files, so a shard is never
-fetched twice. The metadata pass of a stratified selection is the exception: it reads a few small
-columns of every file through `HfFileSystem` range requests, without fetching whole shards.
+fetched twice. The metadata pass of a stratified selection (`strata.py`) is the exception: it reads a
+few small columns of every file not fetched yet through `HfFileSystem` range requests (`open_on_hub`),
+without fetching whole shards.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class InputFile:
         )
         return retrying(hf_hub_download, self.repo_id, self.label, repo_type="dataset", revision=self.revision)
 
+    def cached_path(self) -> str | None:
+        """The file on local disk if it is there already (a local file, or a Hub file in the cache), else None."""
+        if not self.repo_id:
+            return self.path
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(self.repo_id, self.label, revision=self.revision, repo_type="dataset")
+        return found if isinstance(found, str) else None
+
 
 @dataclass(frozen=True)
 class HubInput:
@@ -81,22 +91,13 @@ class HubInput:
     files: list[InputFile]
 
 
-def iter_rows(file: InputFile, columns: Sequence[str] | None = None, remote: bool = False) -> Iterator[tuple[int, Row]]:
-    """The rows of a file with their index (the line number for JSON lines), reading only `columns`.
-
-    `remote=True` reads a Hub parquet file in place (range requests) instead of downloading it whole:
-    worth it only when `columns` are a small part of the file.
-    """
+def iter_rows(file: InputFile, columns: Sequence[str] | None = None) -> Iterator[tuple[int, Row]]:
+    """The rows of a file with their index (the line number for JSON lines), reading only `columns`."""
     if file.format == "jsonl":
         yield from _jsonl_rows(file.local_path())
         return
     if file.format == "parquet":
-        if remote and file.repo_id:
-            with _open_on_hub(file) as handle:
-                # pre_buffer: one request per row group for the wanted column chunks, not one per chunk
-                yield from _parquet_rows(pq.ParquetFile(handle, pre_buffer=True), columns)
-        else:
-            yield from _parquet_rows(pq.ParquetFile(file.local_path()), columns)
+        yield from _parquet_rows(pq.ParquetFile(file.local_path()), columns)
         return
     if file.format == "arrow":
         with pa.memory_map(file.local_path()) as source:
@@ -105,7 +106,7 @@ def iter_rows(file: InputFile, columns: Sequence[str] | None = None, remote: boo
     raise ValueError(f"{file.label}: unsupported format {file.format!r}")
 
 
-def _open_on_hub(file: InputFile) -> Any:
+def open_on_hub(file: InputFile) -> Any:
     """A Hub file opened for range reads. No read-ahead cache: it would fetch megabytes of the big
     columns next to every small column chunk read."""
     from huggingface_hub import HfFileSystem
@@ -114,7 +115,7 @@ def _open_on_hub(file: InputFile) -> Any:
 
 
 def _parquet_rows(parquet: pq.ParquetFile, columns: Sequence[str] | None) -> Iterator[tuple[int, Row]]:
-    present = _present(parquet.schema_arrow.names, columns)
+    present = None if columns is None else present_columns(parquet.schema_arrow.names, columns)
     yield from _batch_rows(parquet.iter_batches(batch_size=BATCH_ROWS, columns=present), None)
 
 
@@ -122,15 +123,16 @@ def _batch_rows(batches: Any, columns: Sequence[str] | None) -> Iterator[tuple[i
     index = 0
     for batch in batches:
         if columns is not None:
-            batch = batch.select(_present(batch.schema.names, columns))
+            batch = batch.select(present_columns(batch.schema.names, columns))
         for start in range(0, batch.num_rows, BATCH_ROWS):
             for row in batch.slice(start, BATCH_ROWS).to_pylist():
                 yield index, row
                 index += 1
 
 
-def _present(names: Sequence[str], columns: Sequence[str] | None) -> list[str] | None:
-    return None if columns is None else [name for name in names if name in columns]
+def present_columns(names: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """Those of `columns` that a file with columns `names` has, in the file's order."""
+    return [name for name in names if name in columns]
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[int, Row]]:
@@ -153,10 +155,11 @@ def _jsonl_rows(path: str) -> Iterator[tuple[int, Row]]:
 def column_names(file: InputFile, probe_rows: int = 1000) -> list[str]:
     """The columns of a file (for JSON lines: the keys found in its first `probe_rows` objects)."""
     if file.format == "parquet":
-        if file.repo_id:
-            with _open_on_hub(file) as handle:
+        path = file.cached_path()
+        if path is None:
+            with open_on_hub(file) as handle:
                 return pq.read_schema(handle).names
-        return pq.read_schema(file.local_path()).names
+        return pq.read_schema(path).names
     names: dict[str, None] = {}
     for _, row in itertools.islice(iter_rows(file), probe_rows):
         if isinstance(row, dict):

@@ -12,8 +12,10 @@ A stratum is a row's (domain, source, difficulty). A `SelectionRequest` (`--limi
 4. in each stratum the quota is filled by the rows with the smallest `row_hash(seed, key)`, where
    `key` names the row's place in the input (file label and row index).
 
-Quotas need the stratum sizes and thresholds need every hash, so a plan takes two cheap passes over
-the metadata columns (`count_strata`, then `find_bounds`). The main pass then keeps a row iff its hash
+Quotas need the stratum sizes and thresholds need every hash, so a plan takes two passes over the
+metadata columns (`strata.py` groups each file's rows by stratum with polars): `StratumCounts`, then
+`BoundFinder`, which hashes only the rows of strata that are neither taken whole nor left out. The
+main pass then keeps a row iff its hash
 is below its stratum's bound: a decision that needs only the row and the plan, so every split of the
 input into shards (`--shard I/N`) selects the same rows, in one streaming pass. A larger `--limit`
 selects a superset of a smaller one. Two rows of a stratum sharing the threshold hash (odds ~1e-10
@@ -26,7 +28,6 @@ output (`--input`) instead gives quotas on clean rows.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
 from collections import Counter
@@ -44,8 +45,13 @@ K = TypeVar("K")
 
 def row_hash(seed: int, key: str) -> int:
     """A uniform 64-bit number per (seed, row key): the row's rank in the random draw."""
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return row_hashes(seed, (key,))[0]
+
+
+def row_hashes(seed: int, keys: Iterable[str]) -> list[int]:
+    """`row_hash` of many keys, in one loop."""
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [from_bytes(blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(), "big") for key in keys]
 
 
 def stratum_value(value: Any) -> Any:
@@ -133,15 +139,16 @@ class StratumCounts:
     file_rows: list[int] = field(default_factory=list)
     unclassified: int = 0
 
-    def add_file(self, strata: Iterable[Stratum | None]) -> None:
-        rows = 0
-        for stratum in strata:
-            rows += 1
+    def add_file(self, strata: Iterable[tuple[Stratum | None, int]]) -> None:
+        """Add one input file, given as (stratum or None, rows) pairs."""
+        total = 0
+        for stratum, rows in strata:
+            total += rows
             if stratum is None:
-                self.unclassified += 1
+                self.unclassified += rows
             else:
-                self.sizes[stratum] += 1
-        self.file_rows.append(rows)
+                self.sizes[stratum] += rows
+        self.file_rows.append(total)
 
 
 def allocate(counts: StratumCounts, request: SelectionRequest) -> tuple[dict[Stratum, int], dict[str, Any]]:
@@ -188,34 +195,49 @@ def allocate(counts: StratumCounts, request: SelectionRequest) -> tuple[dict[Str
 
 
 class BoundFinder:
-    """Pass 2: per stratum, the `quota` smallest hashes seen (a bounded max-heap: memory O(quota))."""
+    """Pass 2: per stratum, the `quota` smallest hashes seen (memory O(quota): kept sorted, pruned in bulk)."""
 
     def __init__(self, seed: int, quotas: Mapping[Stratum, int], sizes: Mapping[Stratum, int]) -> None:
         self.seed = seed
         self.quotas = quotas
         self.sizes = sizes
-        self._heaps: dict[Stratum, list[int]] = {s: [] for s, q in quotas.items() if 0 < q < sizes[s]}
+        self._smallest: dict[Stratum, list[int]] = {s: [] for s, q in quotas.items() if 0 < q < sizes[s]}
 
     @property
     def needed(self) -> bool:
         """False when every stratum is taken whole or not at all: no hash needs to be seen."""
-        return bool(self._heaps)
+        return bool(self._smallest)
 
-    def add(self, stratum: Stratum | None, key: str) -> None:
-        heap = self._heaps.get(stratum) if stratum is not None else None
-        if heap is None:
+    def wants(self, stratum: Stratum | None) -> bool:
+        """Whether the hashes of this stratum's rows decide its bound."""
+        return stratum in self._smallest
+
+    def add(self, stratum: Stratum | None, keys: Iterable[str]) -> None:
+        """See the rows of `stratum` with these keys (rows of other strata are ignored)."""
+        kept = self._smallest.get(stratum) if stratum is not None else None
+        if kept is None:
             return
-        negated = -row_hash(self.seed, key)
-        if len(heap) < self.quotas[stratum]:
-            heapq.heappush(heap, negated)
-        elif negated > heap[0]:
-            heapq.heapreplace(heap, negated)
+        kept.extend(row_hashes(self.seed, keys))
+        quota = self.quotas[stratum]
+        if len(kept) > quota + quota // 2 + PRUNE_SLACK:
+            _keep_smallest(kept, quota)
 
     def bounds(self) -> dict[Stratum, int]:
         bounds = {}
         for stratum, quota in self.quotas.items():
-            if stratum in self._heaps:
-                bounds[stratum] = 1 - self._heaps[stratum][0]  # one above the largest kept hash
+            if stratum in self._smallest:
+                kept = self._smallest[stratum]
+                _keep_smallest(kept, quota)
+                bounds[stratum] = kept[-1] + 1  # one above the largest kept hash
             else:
                 bounds[stratum] = HASH_SPACE if quota == self.sizes[stratum] else 0
         return bounds
+
+
+PRUNE_SLACK = 4096
+"""Hashes a stratum may hold beyond 1.5 times its quota before it is pruned back to its quota."""
+
+
+def _keep_smallest(hashes: list[int], count: int) -> None:
+    hashes.sort()
+    del hashes[count:]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from openmementos.download.sampling import (
     StratumCounts,
     allocate,
 )
+from openmementos.download.strata import file_strata
 from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, read_manifest, shard_name
 from openmementos.runtime.progress import FileProgress
 from openmementos.runtime.stage import Quarantined, ShardTask, Stage
@@ -141,18 +142,22 @@ def _previous_options(out_dir: Path, options: dict[str, Any]) -> dict[str, Any] 
 
 def make_plan(files: list[InputFile], mapping: ColumnMapping, request: SelectionRequest) -> SelectionPlan:
     """Two passes over the metadata columns of every file: stratum sizes, then per-stratum hash bounds."""
-    columns = mapping.metadata_columns()
     counts = StratumCounts()
     with FileProgress("selection: counting strata", len(files)) as progress:
         for file in files:
-            counts.add_file(stratum for _, stratum in progress.counted(_strata(file, mapping, columns)))
+            strata = file_strata(file, mapping)
+            counts.add_file((group.stratum, group.rows) for group in strata)
+            progress.file_done(sum(group.rows for group in strata))
     quotas, summary = allocate(counts, request)
     finder = BoundFinder(request.seed, quotas, counts.sizes)
     if finder.needed:
         with FileProgress(f"selection: drawing (seed {request.seed})", len(files)) as progress:
             for file in files:
-                for key, stratum in progress.counted(_strata(file, mapping, columns)):
-                    finder.add(stratum, key)
+                strata = file_strata(file, mapping, indices=True)
+                for group in strata:
+                    if finder.wants(group.stratum):
+                        finder.add(group.stratum, row_keys(file, group.indices or ()))
+                progress.file_done(sum(group.rows for group in strata))
     return SelectionPlan(
         request.seed,
         finder.bounds(),
@@ -163,19 +168,19 @@ def make_plan(files: list[InputFile], mapping: ColumnMapping, request: Selection
     )
 
 
-def _strata(file: InputFile, mapping: ColumnMapping, columns: list[str]) -> Iterator[tuple[str, Stratum | None]]:
-    """(row key, stratum) of every row of a file, reading only the metadata columns."""
-    for index, row in iter_rows(file, columns, remote=True):
-        yield row_key(file, index), _stratum(mapping, row)
-
-
 def _stratum(mapping: ColumnMapping, row: Row) -> Stratum | None:
     return None if isinstance(row, Unreadable) else mapping.stratum(row)
 
 
 def row_key(file: InputFile, index: int) -> str:
     """A row's name in the selection hash and the quarantine: its file and row index (line, for JSON lines)."""
-    return f"{file.label}#{index}"
+    return row_keys(file, (index,))[0]
+
+
+def row_keys(file: InputFile, indices: Iterable[int]) -> list[str]:
+    """`row_key` of many rows of a file."""
+    prefix = f"{file.label}#"
+    return [f"{prefix}{index}" for index in indices]
 
 
 def convert_shard(task: ShardTask[ShardSource]) -> Iterator[SourceTrace | Quarantined]:

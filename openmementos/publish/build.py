@@ -25,8 +25,8 @@ from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, iter_s
 from openmementos.runtime.progress import row_progress
 from openmementos.runtime.shardio import ShardWriter
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
-from openmementos.stats import BATCH as STATS_BATCH
-from openmementos.stats import StatsCollector
+from openmementos.stats import FigureFrame, dataset_stats, write_plots
+from openmementos.stats.figures import BATCH as STATS_BATCH
 from openmementos.validate.report import build_report
 from openmementos.validate.request import STAGE as VALIDATE_STAGE
 
@@ -81,14 +81,15 @@ def build(request: PublishRequest, folder: Path, load_id: str, progress: bool = 
     in_dir = request.in_dir
     manifest = check_publishable(in_dir)
     n_shards = max(1, math.ceil(manifest.rows / request.rows_per_shard))
-    collector = StatsCollector()
+    figures = FigureFrame()
     with row_progress("publish: building", manifest.rows, progress) as advance:
         written = _write_configs(
-            iter_stage(in_dir, AnnotatedTrace), folder, n_shards, request.rows_per_shard, collector, advance
+            iter_stage(in_dir, AnnotatedTrace), folder, n_shards, request.rows_per_shard, figures, advance
         )
     if written != manifest.rows:
         raise PublishError(f"{in_dir}: its manifest counts {manifest.rows:,} traces but the shards hold {written:,}")
-    plots = collector.write_plots(folder / PLOTS_DIR)
+    frame = figures.frame()
+    plots = write_plots(frame, folder / PLOTS_DIR)
     configs = [_config_info(folder, name, n_shards, written) for name in PUBLIC_CONFIGS]
     lineage = read_lineage([*request.lineage, in_dir])
     card = render_card(
@@ -96,7 +97,7 @@ def build(request: PublishRequest, folder: Path, load_id: str, progress: bool = 
             pretty_name=request.pretty_name or Path(load_id).name,
             load_id=load_id,
             license=request.license,
-            stats=collector.result(),
+            stats=dataset_stats(frame),
             configs=configs,
             validation=build_report(manifest, in_dir),
             lineage=lineage,
@@ -120,7 +121,7 @@ def _write_configs(
     folder: Path,
     n_shards: int,
     rows_per_shard: int,
-    collector: StatsCollector,
+    figures: FigureFrame,
     advance: Callable[[], None],
 ) -> int:
     """Stream traces into both configs, `rows_per_shard` per shard; returns the rows written."""
@@ -144,11 +145,11 @@ def _write_configs(
                 writers[name].write(full.model_dump(include=set(model.model_fields)))
             pending.append(trace)
             if len(pending) == STATS_BATCH:
-                collector.add_traces(pending)
+                figures.add_traces(pending)
                 pending = []
             written += 1
             advance()
-        collector.add_traces(pending)
+        figures.add_traces(pending)
     except BaseException:
         for writer in writers.values():
             writer.abort()

@@ -112,13 +112,9 @@ class FileProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def counted(self, items: Iterator[T]) -> Iterator[T]:
-        """Pass `items` (the rows of one file) through, counting them; the file counts as done at the end."""
-        for item in items:
-            self.rows += 1
-            if self.rows % 10_000 == 0:
-                self._progress.update(self._task, rows=f"{self.rows:,}")
-            yield item
+    def file_done(self, rows: int) -> None:
+        """One more file read, with its rows."""
+        self.rows += rows
         self._progress.update(self._task, advance=1, rows=f"{self.rows:,}")
 
 

@@ -7,7 +7,7 @@ of which `openmementos download` must quarantine with the reason given there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ def expected_reason(i: int) -> str | None:
 
 def ot3_row(i: int, sentences: int | None = None) -> dict[str, Any]:
     """Row i of the synthetic corpus; `sentences` sets the reasoning's length (default: 4 to 15)."""
-    domain = DOMAINS[i % len(DOMAINS)]
     count = sentences if sentences is not None else 4 + i % 12
     problem = f"Problem {i}: find the value of x_{i} given that 3x_{i} + {i % 7} = {3 * i + i % 7}."
     steps = [
@@ -84,11 +83,16 @@ def ot3_row(i: int, sentences: int | None = None) -> dict[str, Any]:
     turns = [{"from": "human", "value": problem}, {"from": "gpt", "value": assistant}]
     if kind == "two_answers":
         turns.append({"from": "gpt", "value": assistant})
+    return {**ot3_metadata(i), "conversations": turns}
+
+
+def ot3_metadata(i: int) -> dict[str, Any]:
+    """The metadata columns of row i (what a stratified selection reads)."""
+    domain = DOMAINS[i % len(DOMAINS)]
     return {
         "difficulty": None if i % 11 == 0 else 1 + i % 9,
         "source": SOURCES[domain][i % 3],
-        "domain": None if kind == "null_domain" else domain,
-        "conversations": turns,
+        "domain": None if row_kind(i) == "null_domain" else domain,
     }
 
 
@@ -96,14 +100,26 @@ def write_ot3_parquet(
     folder: Path, rows: int, shards: int, sentences: int | None = None, row_group_size: int = 1000
 ) -> list[Path]:
     """Rows 0..rows-1 as `data/train-0000k-of-0000n.parquet` shards of (almost) equal size."""
+    return _write_shards(folder, rows, shards, SCHEMA, lambda i: ot3_row(i, sentences), row_group_size)
+
+
+def write_metadata_parquet(folder: Path, rows: int, shards: int, row_group_size: int = 10_000) -> list[Path]:
+    """The metadata columns alone of rows 0..rows-1 (no trace text), laid out like `write_ot3_parquet`."""
+    schema = pa.schema([field for field in SCHEMA if field.name != "conversations"])
+    return _write_shards(folder, rows, shards, schema, ot3_metadata, row_group_size)
+
+
+def _write_shards(
+    folder: Path, rows: int, shards: int, schema: pa.Schema, make_row: Callable[[int], dict[str, Any]], group: int
+) -> list[Path]:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     paths = []
     for shard in range(shards):
         path = folder / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet"
         indices = range(shard * rows // shards, (shard + 1) * rows // shards)
-        with pq.ParquetWriter(path, SCHEMA) as writer:
-            for batch in _chunks(indices, row_group_size):
-                writer.write_table(pa.Table.from_pylist([ot3_row(i, sentences) for i in batch], schema=SCHEMA))
+        with pq.ParquetWriter(path, schema) as writer:
+            for batch in _chunks(indices, group):
+                writer.write_table(pa.Table.from_pylist([make_row(i) for i in batch], schema=schema))
         paths.append(path)
     return paths
 

@@ -1,17 +1,13 @@
-"""The stats stage's options, and the stage itself (figures of a stage or published folder)."""
+"""The stats stage's options."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import Field
 
 from openmementos.options import Cli, InDir, Request
-
-if TYPE_CHECKING:
-    from openmementos.stats import DatasetStats
 
 
 class StatsRequest(Request):
@@ -29,19 +25,7 @@ class StatsRequest(Request):
         description="Count tokens with this tiktoken encoding or tokenizer.json path instead of the rows' own "
         "(published folders: default cl100k_base).",
     )
-
-
-@dataclass(frozen=True)
-class StatsResult:
-    stats: DatasetStats
-    plots: list[Path]
-
-
-def run_stats(request: StatsRequest) -> StatsResult:
-    from openmementos.stats import collect
-
-    if not request.in_dir.is_dir():
-        raise ValueError(f"{request.in_dir} is not a folder")
-    collector = collect(request.in_dir, request.tokenizer, progress=not request.json_output)
-    result = collector.result()
-    return StatsResult(result, collector.write_plots(request.plots) if request.plots else [])
+    csv: Path | None = Field(
+        None, description="Write the per-trace figures (one row per trace) as CSV here; list columns as JSON."
+    )
+    parquet: Path | None = Field(None, description="Write the per-trace figures (one row per trace) as parquet here.")

@@ -1,0 +1,31 @@
+"""The stats stage: a folder's per-trace frame, its figures, and the plots and exports asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from openmementos.stats.distributions import DatasetStats, dataset_stats
+from openmementos.stats.figures import write_frame
+from openmementos.stats.folders import collect
+from openmementos.stats.plots import write_plots
+from openmementos.stats.request import StatsRequest
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    stats: DatasetStats
+    plots: list[Path]
+    exports: list[Path]
+    """The per-trace frame as written with --csv / --parquet."""
+
+
+def run_stats(request: StatsRequest) -> StatsResult:
+    if not request.in_dir.is_dir():
+        raise ValueError(f"{request.in_dir} is not a folder")
+    frame = collect(request.in_dir, request.tokenizer, progress=not request.json_output)
+    exports = [(path, format) for path, format in ((request.csv, "csv"), (request.parquet, "parquet")) if path]
+    for path, format in exports:
+        write_frame(frame, path, format)
+    plots = write_plots(frame, request.plots) if request.plots else []
+    return StatsResult(dataset_stats(frame), plots, [path for path, _ in exports])
