@@ -18,7 +18,11 @@ class PendingFile:
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def commit(self) -> None:
-        self.tmp.replace(self.path)
+        try:
+            self.tmp.replace(self.path)
+        except BaseException:  # e.g. a folder is in the way: leave no temporary file behind
+            self.abort()
+            raise
 
     def abort(self) -> None:
         self.tmp.unlink(missing_ok=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
+from openmementos.runtime.manifest import MANIFEST, data_files, iter_stage
+from openmementos.runtime.shardio import iter_parquet_rows, iter_records
 from openmementos.schema import AnnotatedTrace, FullRow
-from openmementos.shards import MANIFEST, data_files, iter_records, iter_rows, iter_stage
 from openmementos.stats.figures import BATCH, RECORDED_COLUMNS, FigureFrame, RecordedTrace, Trace
 
 
@@ -29,7 +30,7 @@ def iter_traces(directory: Path) -> Iterator[AnnotatedTrace | FullRow]:
 def iter_recorded(directory: Path) -> Iterator[RecordedTrace]:
     """The recorded counts and provenance of every trace of a stage folder, without the texts of blocks."""
     for path in data_files(directory):
-        for row in iter_rows(path, RECORDED_COLUMNS):
+        for row in iter_parquet_rows(path, RECORDED_COLUMNS):
             yield RecordedTrace.from_row(row)
 
 

@@ -26,6 +26,9 @@ def run_stats(request: StatsRequest) -> StatsResult:
     frame = collect(request.in_dir, request.tokenizer, progress=not request.json_output)
     exports = [(path, format) for path, format in ((request.csv, "csv"), (request.parquet, "parquet")) if path]
     for path, format in exports:
-        write_frame(frame, path, format)
+        try:
+            write_frame(frame, path, format)
+        except OSError as error:
+            raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
     plots = write_plots(frame, request.plots) if request.plots else []
     return StatsResult(dataset_stats(frame), plots, [path for path, _ in exports])
