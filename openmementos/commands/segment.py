@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from openmementos.commands import resumable_on_interrupt
+from openmementos.segment.partition import Objective
 
 if TYPE_CHECKING:
     from openmementos.segment.stage import SegmentSettings
@@ -33,17 +34,29 @@ def segment(
         ),
     ],
     out_dir: Annotated[
-        Path | None,
-        typer.Argument(help="Where SegmentedTrace shards, quarantine/ and manifest.json go (not with --explain)."),
+        str | None,
+        typer.Argument(
+            metavar="[OUT_DIR | TRACE_ID]",
+            help="Where SegmentedTrace shards, quarantine/ and manifest.json go. With --explain: the trace to "
+            "explain (none: list some trace ids).",
+            show_default=False,
+        ),
     ] = None,
     scorer: Annotated[
         Scorer, typer.Option(help="Boundary scorer: rule-based (offline, deterministic) or an LLM over windows.")
     ] = Scorer.heuristic,
+    objective: Annotated[
+        Objective,
+        typer.Option(
+            help="J to maximise. published: sum(cut scores) / K - λ·CV, the first block counting as a cut of 0 "
+            "(the MEMENTO recipe: each block must earn its place; ~9 blocks of ~1,150 tokens on OpenThoughts "
+            "traces). per-cut: sum / (K - 1) - λ·CV, the mean over the cuts only (almost always 2 blocks).",
+            rich_help_panel=BLOCKS,
+        ),
+    ] = Objective.published,
     lam: Annotated[
         float,
-        typer.Option(
-            "--lambda", min=0, help="Weight of the block-size CV in mean(cut scores) - λ·CV.", rich_help_panel=BLOCKS
-        ),
+        typer.Option("--lambda", min=0, help="Weight λ of the block-size CV in J.", rich_help_panel=BLOCKS),
     ] = 0.5,
     min_block_tokens: Annotated[
         int, typer.Option(min=0, help="Every block has at least this many tokens.", rich_help_panel=BLOCKS)
@@ -52,8 +65,8 @@ def segment(
         int | None,
         typer.Option(
             min=1,
-            help="Hard cap on block tokens. The objective alone favours few, large blocks (often 2); a cap such "
-            "as 1536 gives MEMENTO-sized blocks. Traces that cannot meet it are quarantined.",
+            help="Hard cap on block tokens (default: none, as in the published recipe). Traces that cannot "
+            "meet it are quarantined.",
             rich_help_panel=BLOCKS,
         ),
     ] = None,
@@ -70,14 +83,17 @@ def segment(
         ),
     ] = None,
     shard: Annotated[str | None, typer.Option(help="Process only shards I mod N of the input: I/N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, help="Segment only the first N traces, in shard order (trial runs).")
+    ] = None,
     explain: Annotated[
-        str | None,
+        bool,
         typer.Option(
             "--explain",
-            metavar="TRACE_ID",
-            help="Print one trace's blocks, cut scores, sizes and rules; write nothing.",
+            help="Print one trace's blocks, cut scores, sizes and rules, and the best J at nearby block counts; "
+            "write nothing. Without a TRACE_ID: list some trace ids.",
         ),
-    ] = None,
+    ] = False,
     model: Annotated[str | None, typer.Option(help="Scoring LLM.", rich_help_panel=LLM)] = None,
     base_url: Annotated[
         list[str] | None,
@@ -104,15 +120,19 @@ def segment(
     """Cut each trace into lossless sentences and optimal blocks.
 
     Sentences are exact spans of the reasoning (joined, they give it back byte for byte); every boundary
-    gets a score 0-3; the blocks maximise mean(cut scores) - λ·CV(block tokens) with every block at least
-    --min-block-tokens (the true optimum). Resumable per shard; traces that cannot be cut go to
-    OUT_DIR/quarantine/ with the reason.
+    gets a score 0-3; the blocks maximise J = (s_1 + … + s_{K-1}) / K - λ·CV over K blocks with cut scores
+    s_i, CV being the std / mean of the block token counts (the published objective: the first block
+    counts as a cut of 0, so a block is added only for a cut stronger than the mean so far that does not
+    cost more in balance), every block at least --min-block-tokens. The solver finds the true optimum.
+    Resumable per shard; traces that cannot be cut go to OUT_DIR/quarantine/ with the reason.
 
     Examples:
 
       openmementos segment out/download out/segmented
 
-      openmementos segment out/download out/segmented --max-block-tokens 1536 --workers 8
+      openmementos segment out/download out/trial --limit 20 --workers 2
+
+      openmementos segment out/segmented --explain                       (list some trace ids)
 
       openmementos segment out/segmented --explain ot3-train-0000030
 
@@ -123,14 +143,14 @@ def segment(
     from openmementos.shards import StageError
 
     try:
-        settings = SegmentSettings(lam, min_block_tokens, max_block_tokens, tokenizer)
-        if explain is not None:
-            _explain(in_dir, explain, settings)
+        settings = SegmentSettings(lam, min_block_tokens, max_block_tokens, tokenizer, objective, limit)
+        if explain:
+            _explain(in_dir, out_dir, settings)
             return
         if out_dir is None:
-            raise typer.BadParameter("give OUT_DIR (or --explain TRACE_ID)", param_hint="OUT_DIR")
+            raise typer.BadParameter("give OUT_DIR (or --explain [TRACE_ID])", param_hint="OUT_DIR")
         if scorer is Scorer.heuristic:
-            _run_heuristic(in_dir, out_dir, settings, workers or min(8, os.cpu_count() or 1), shard)
+            _run_heuristic(in_dir, Path(out_dir), settings, workers or min(8, os.cpu_count() or 1), shard)
         else:
             if not model:
                 raise typer.BadParameter("--scorer llm needs --model", param_hint="--model")
@@ -139,20 +159,22 @@ def segment(
                     "use a window coprime to --window (e.g. 16 and 11)", param_hint="--second-window"
                 )
             _run_llm(
-                in_dir, out_dir, settings, shard, model, base_url or [], api_key, window, second_window, concurrency,
-                cache_dir,
+                in_dir, Path(out_dir), settings, shard, model, base_url or [], api_key, window, second_window,
+                concurrency, cache_dir,
             )  # fmt: skip
     except (StageError, LLMError, ValueError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
 
 
-def _tasks(in_dir: Path, shard: str | None) -> tuple[list[Any], Any]:
+def _tasks(in_dir: Path, shard: str | None, settings: SegmentSettings) -> tuple[list[Any], Any, Any]:
+    """The shard tasks, the selection and the per-shard --limit counts."""
     from openmementos.shards import ShardSelection, ShardTask, input_shards
 
     selection = ShardSelection.parse(shard)
     universe, _ = input_shards(in_dir, selection)
-    return [ShardTask(index, name, in_dir / f"{name}.parquet") for index, name in enumerate(universe)], selection
+    tasks = [ShardTask(index, name, in_dir / f"{name}.parquet") for index, name in enumerate(universe)]
+    return tasks, selection, settings.shard_limits([task for task in tasks if selection.picks(task.index)])
 
 
 def _run_heuristic(in_dir: Path, out_dir: Path, settings: SegmentSettings, workers: int, shard: str | None) -> None:
@@ -160,12 +182,12 @@ def _run_heuristic(in_dir: Path, out_dir: Path, settings: SegmentSettings, worke
     from openmementos.segment.stage import STAGE, HeuristicShards
     from openmementos.shards import Stage
 
-    tasks, selection = _tasks(in_dir, shard)
+    tasks, selection, limits = _tasks(in_dir, shard, settings)
     stage = Stage(
         name=STAGE,
         out_dir=out_dir,
         model=SegmentedTrace,
-        process=HeuristicShards(settings),
+        process=HeuristicShards(settings, limits),
         options={**settings.options(), "scorer": "heuristic"},
         workers=workers,
         description="segment (heuristic)",
@@ -198,13 +220,13 @@ def _run_llm(
     llm.key()  # a hosted endpoint without a key fails here, before any work
     with ResponseCache.in_dir(cache_dir or out_dir / ".llm") as cache:  # made up front: a clear error if not writable
         cache_path = cache.path
-    tasks, selection = _tasks(in_dir, shard)
+    tasks, selection, limits = _tasks(in_dir, shard, settings)
     relax_gc()  # many requests in flight: see there
 
     async def open_engine() -> ChatCompleter:
         return LLMEngine(llm, cache=cache_path)
 
-    with LLMShards(open_engine, model, window, second_window, settings) as process:
+    with LLMShards(open_engine, model, window, second_window, settings, limits=limits) as process:
         stage = Stage(
             name=STAGE,
             out_dir=out_dir,
@@ -232,26 +254,12 @@ def _report(manifest: Any, out_dir: Path) -> None:
     )
     if statistics := BlockStatistics.of_directory(out_dir):
         typer.echo(statistics.render())
+        typer.echo(f"why a trace got its blocks: openmementos segment {out_dir} --explain [TRACE_ID]")
 
 
-def _explain(directory: Path, trace_id: str, settings: SegmentSettings) -> None:
+def _explain(directory: Path, trace_id: str | None, settings: SegmentSettings) -> None:
     from rich.console import Console
 
-    from openmementos.schema import SegmentedTrace, SourceTrace
-    from openmementos.segment.explain import explain, find_trace
-    from openmementos.segment.scorers import HeuristicScorer
-    from openmementos.segment.stage import STAGE, segment_trace
-    from openmementos.shards import read_manifest
+    from openmementos.segment.explain import explain_folder
 
-    manifest = read_manifest(directory)
-    row = find_trace(directory, trace_id)
-    if row is None:
-        raise ValueError(f"no trace with id {trace_id!r} in {directory}")
-    if manifest.stage == STAGE:
-        trace = SegmentedTrace.model_validate(row)
-        lam = float(manifest.options.get("lam", settings.lam))
-    else:  # a download folder: segment this one trace now, with the options given
-        fields = {name: value for name, value in row.items() if name in SourceTrace.model_fields}
-        trace = segment_trace(SourceTrace.model_validate(fields), HeuristicScorer(), settings)
-        lam = settings.lam
-    explain(trace, lam, Console())
+    explain_folder(directory, trace_id, settings, Console())

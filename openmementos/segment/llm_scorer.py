@@ -38,8 +38,8 @@ from openmementos.resources import content_hash, read_prompt
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
 from openmementos.segment.scorers import BoundaryScores, HeuristicScorer
 from openmementos.segment.sentences import Span
-from openmementos.segment.stage import SegmentSettings, assemble, sentences_of
-from openmementos.shards import Quarantined, ShardTask, iter_records
+from openmementos.segment.stage import SegmentSettings, assemble, read_sources, sentences_of
+from openmementos.shards import Quarantined, ShardTask
 
 MAX_SENTENCE_CHARS = 1_200
 WINDOW_USER = "Score the {count} marked boundaries, B{first} to B{last}.\n\n{body}"
@@ -261,7 +261,8 @@ class LLMShards:
 
     Use as a context manager around `Stage.run` (one process, `workers=1`: concurrency comes from the
     loop). `open_engine` is awaited on the loop to build the engine, so its clients bind to that loop.
-    Up to `traces_in_flight` traces are scored at once; rows come back in input order.
+    Up to `traces_in_flight` traces are scored at once; rows come back in input order. `limits`: how many
+    traces each shard contributes under --limit (`SegmentSettings.shard_limits`).
     """
 
     def __init__(
@@ -272,11 +273,13 @@ class LLMShards:
         second_window: int | None,
         settings: SegmentSettings,
         traces_in_flight: int = 256,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.model = model
         self.window = window
         self.second_window = second_window
         self.settings = settings
+        self.limits = limits
         self.traces_in_flight = traces_in_flight
         self._runner = EngineThread(open_engine, name="segment-loop")
         self.tally = ScoringTally()
@@ -292,7 +295,7 @@ class LLMShards:
 
     def __call__(self, task: ShardTask[Path]) -> Iterator[SegmentedTrace | Quarantined]:
         assert self.scorer is not None, "use LLMShards as a context manager"
-        traces = ((trace, _split(trace)) for trace in iter_records(task.source, SourceTrace))
+        traces = ((trace, _split(trace)) for trace in read_sources(task, self.limits))
         scored = self._runner.map_ordered(self._score, traces, self.traces_in_flight)
         with closing(scored):  # interrupted or failed: stop what this shard still has in flight
             for (trace, split), scores in scored:

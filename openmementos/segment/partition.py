@@ -333,6 +333,7 @@ class _Problem:
         top_sums = self.top_sums()
         ks = np.arange(max(k_min, 2), k_max + 1)
         low, high = self.min_tokens, self.cap
+        level_high = None
         if math.isfinite(bound) and len(ks):
             cut_bound = self.cut_bound(ks, top_sums)
             useful = cut_bound > bound
@@ -346,14 +347,17 @@ class _Problem:
             floor = max(int(np.floor((2 * divisors * bound - others - 1e-9).min())) + 1, floor)
             if self.lam > 0:
                 # ... and only if CV < (cut term - bound) / λ, which keeps every block near T/K.
+                # The k-th block belongs to a partition of K >= k blocks: its bound is the largest over those.
                 mean = total / ks
                 spread = (cut_bound - bound) / self.lam * np.sqrt(ks - 1) * mean * (1 + 1e-9) + 1
-                high = min(high, math.ceil((mean + spread).max()))
+                largest = np.maximum.accumulate((mean + spread)[::-1])[::-1]  # over K >= ks[i]
+                level_high = np.minimum(np.ceil(largest[np.searchsorted(ks, np.arange(ks.max() + 1))]), high)
+                high = min(high, math.ceil(largest[0]))
                 low = max(low, math.floor((mean - spread).min()))
         if len(ks) == 0:
             return seed
         positions = np.concatenate(([0], 1 + np.flatnonzero(self.half >= floor), [n]))
-        solver = _Solver(self, positions, low, high, int(ks.min()), int(ks.max()), top_sums)
+        solver = _Solver(self, positions, low, high, int(ks.min()), int(ks.max()), top_sums, level_high)
         solver.best, solver.best_value = seed, bound
         return solver.solve(ends_only)
 
@@ -394,6 +398,7 @@ class _Solver:
         k_min: int,
         k_max: int,
         top_sums: np.ndarray,
+        level_high: np.ndarray | None = None,
     ) -> None:
         self.problem = problem
         self.m = m = len(positions) - 1  # the last position index
@@ -418,6 +423,14 @@ class _Solver:
         size = (prefix[:, None] - prefix[np.maximum(previous, 0)]).astype(np.float64)
         inside = (previous >= first[:, None]) & (previous <= last[:, None])
         self.squared = np.where(inside, size * size, np.inf)
+        # level_high[k]: the largest k-th block that may still be part of a better partition. Level k only
+        # looks at the last reach_of[k] columns (the larger blocks it may keep are harmless: all fit [low, high]).
+        self.reach_of = [reach] * (k_max + 1)
+        if level_high is not None:
+            highs = np.minimum(level_high, high).astype(np.int64)
+            for k in range(1, k_max + 1):
+                first_k = np.searchsorted(prefix, prefix - highs[k], side="left")
+                self.reach_of[k] = min(max(int((index - first_k).max()), 1), reach)
         self.index = index
         self.best: Partition | None = None
         self.best_value = -math.inf
@@ -463,10 +476,11 @@ class _Solver:
                 stop = bisect.bisect_right(self.first_list, highest)
                 if start >= stop:
                     break
-                candidates = windows[k - 1, start:stop] + cost[start:stop]
+                columns = self.reach_of[k]
+                candidates = windows[k - 1, start:stop, reach - columns :] + cost[start:stop, reach - columns :]
                 pick = candidates.argmax(axis=1)
                 rows = index[: stop - start]
-                chosen = pick + (start - reach) + rows
+                chosen = pick + (start - columns) + rows
                 np.add(candidates[rows, pick], gain[start:stop], out=ahead[k, reach + start : reach + stop])
                 np.add(h_ahead[k - 1, reach + chosen], cut[start:stop], out=h_ahead[k, reach + start : reach + stop])
                 levels.append((start, chosen))
