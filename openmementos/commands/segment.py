@@ -34,7 +34,7 @@ def segment(
         ),
     ],
     out_dir: Annotated[
-        str | None,
+        Path | None,
         typer.Argument(
             metavar="[OUT_DIR | TRACE_ID]",
             help="Where SegmentedTrace shards, quarantine/ and manifest.json go. With --explain: the trace to "
@@ -145,12 +145,12 @@ def segment(
     try:
         settings = SegmentSettings(lam, min_block_tokens, max_block_tokens, tokenizer, objective, limit)
         if explain:
-            _explain(in_dir, out_dir, settings)
+            _explain(in_dir, None if out_dir is None else str(out_dir), settings)
             return
         if out_dir is None:
             raise typer.BadParameter("give OUT_DIR (or --explain [TRACE_ID])", param_hint="OUT_DIR")
         if scorer is Scorer.heuristic:
-            _run_heuristic(in_dir, Path(out_dir), settings, workers or min(8, os.cpu_count() or 1), shard)
+            _run_heuristic(in_dir, out_dir, settings, workers or min(8, os.cpu_count() or 1), shard)
         else:
             if not model:
                 raise typer.BadParameter("--scorer llm needs --model", param_hint="--model")
@@ -159,8 +159,8 @@ def segment(
                     "use a window coprime to --window (e.g. 16 and 11)", param_hint="--second-window"
                 )
             _run_llm(
-                in_dir, Path(out_dir), settings, shard, model, base_url or [], api_key, window, second_window,
-                concurrency, cache_dir,
+                in_dir, out_dir, settings, shard, model, base_url or [], api_key, window, second_window, concurrency,
+                cache_dir,
             )  # fmt: skip
     except (StageError, LLMError, ValueError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
