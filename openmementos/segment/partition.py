@@ -9,7 +9,7 @@ s_1 … s_{K-1} (the score of the boundary before each block but the first):
 CV is the population std / mean of the block token counts; K = 1 scores 0; every block holds at least
 `min_tokens` (and at most `max_tokens`, when given) tokens. `published` is what the MEMENTO code
 computes: the mean runs over all K blocks, the first counting as a cut of 0, so each extra block must
-earn its place and the optimum has many blocks (~9 on OpenThoughts-length traces). `per-cut` averages
+earn its place and the optimum has many blocks (the published data: ~9 per trace). `per-cut` averages
 over the cuts only: one strong cut near the middle scores ~3 and the optimum is almost always 2 blocks.
 `optimal_partition` returns a partition with the largest J: the true optimum, not a heuristic.
 
@@ -28,14 +28,17 @@ skip every stretch of chain whose best possible J (the value at the corner of th
 encloses it, J being convex) cannot beat the best partition found so far. Probes use integer weights,
 so every comparison is exact (float64 holds these integers exactly).
 
-Why it is fast: everything that cannot beat a good first partition is cut away before the walk, by
-bounds that are exact consequences of J. The first partition is the best of one or two blocks and of
-"balanced" partitions that snap K evenly spaced cuts to the strongest nearby boundary, for every K.
-Then (b = its J): a K whose best K - 1 boundary scores give a cut term <= b is dropped; a boundary too
-weak to be a cut of any better partition is dropped; and since CV <= (cut term - b) / λ in a better
-partition, while one block of size B alone forces CV >= |B - T/K| / (T/K · sqrt(K - 1)), blocks far
-from T/K are dropped too, which narrows each DP level to a band of cuts. Probes stop at the last K that
-can still win.
+Why it is fast: what cannot beat the best partition known is cut away, by bounds that are exact
+consequences of J. The first partition is the best of one or two blocks and of "balanced" partitions
+that snap K evenly spaced cuts to a strong nearby boundary, for many K. Then (b = the best J so far):
+a K whose best K - 1 boundary scores give a cut term <= b is dropped; a boundary too weak to be a cut of
+any better partition is dropped; and since CV < (cut term - b) / λ in a better partition, while one
+block of size B alone forces CV >= |B - T/K| / (T/K · sqrt(K - 1)), blocks far from T/K are dropped
+too: each DP level only looks back over the cuts that keep its block within the largest size a better
+partition of some K >= level may have. As the walk goes on, b rises and the cut terms the open gaps
+allow fall, so the windows narrow further; probes stop at the last K that can still win.
+On the public example trace (274 sentences, 12K tokens) a solve takes a few ms: most of it is the
+~7 probes of up to 44 levels each, numpy calls on (position x window) arrays.
 """
 
 from __future__ import annotations
@@ -377,6 +380,18 @@ class _Point:
     slope: tuple[int, int]  # (N, D): it maximises D·H - N·Q; (1, 0) means "min Q", (0, 1) "max H"
 
 
+@dataclass(frozen=True)
+class _Gap:
+    """A stretch of K's chain between known points a and b that may hide a better partition: J <= bound
+    and H <= h_most there."""
+
+    bound: float
+    k: int
+    a: _Point
+    b: _Point
+    h_most: float
+
+
 @dataclass
 class _Probe:
     """A probe's result for one K: its chain point and the back pointers to rebuild the partition."""
@@ -427,10 +442,9 @@ class _Solver:
         # looks at the last reach_of[k] columns (the larger blocks it may keep are harmless: all fit [low, high]).
         self.reach_of = [reach] * (k_max + 1)
         if level_high is not None:
-            highs = np.minimum(level_high, high).astype(np.int64)
-            for k in range(1, k_max + 1):
-                first_k = np.searchsorted(prefix, prefix - highs[k], side="left")
-                self.reach_of[k] = min(max(int((index - first_k).max()), 1), reach)
+            highs = np.minimum(level_high[: k_max + 1], high)
+            first_k = np.searchsorted(prefix, prefix[None, :] - highs[:, None], side="left")
+            self.reach_of = np.clip((index[None, :] - first_k).max(axis=1), 1, reach).tolist()
         self.index = index
         self.best: Partition | None = None
         self.best_value = -math.inf
@@ -458,14 +472,13 @@ class _Solver:
         )
         # The first block: from position 0 to p, i.e. q = 0 at column reach - p of row p (1 <= p <= reach).
         opening = index[1 : min(reach, m) + 1]
-        first_block = cost[opening, reach - opening]
-        opening, first_block = opening[np.isfinite(first_block)], first_block[np.isfinite(first_block)]
+        opening = opening[np.isfinite(self.squared[opening, reach - opening])]
+        found: dict[int, _Probe] = {}
         if len(opening) == 0:
-            return {}
-        ahead[1, reach + opening] = first_block + gain[opening]
+            return found
+        ahead[1, reach + opening] = cost[opening, reach - opening] + gain[opening]
         h_ahead[1, reach + opening] = cut[opening]
         levels: list[tuple[int, np.ndarray]] = [(0, index[:0])]
-        found: dict[int, _Probe] = {}
         slope = (weight_q, weight_h)
         # Rows [lowest, highest] hold every position reached at the level (some may be unreachable: -inf).
         lowest, highest = int(opening[0]), int(opening[-1])
@@ -480,8 +493,9 @@ class _Solver:
                 candidates = windows[k - 1, start:stop, reach - columns :] + cost[start:stop, reach - columns :]
                 pick = candidates.argmax(axis=1)
                 rows = index[: stop - start]
+                best = candidates.ravel()[rows * columns + pick]
                 chosen = pick + (start - columns) + rows
-                np.add(candidates[rows, pick], gain[start:stop], out=ahead[k, reach + start : reach + stop])
+                np.add(best, gain[start:stop], out=ahead[k, reach + start : reach + stop])
                 np.add(h_ahead[k - 1, reach + chosen], cut[start:stop], out=h_ahead[k, reach + start : reach + stop])
                 levels.append((start, chosen))
                 lowest, highest = start, stop - 1
@@ -492,38 +506,65 @@ class _Solver:
                 found[k] = _Probe(_Point(h, q, slope), levels[:k])
         return found
 
-    def cuts(self, k: int, levels: list[tuple[int, np.ndarray]]) -> list[int]:
-        """The cuts (prefix indices into the sentences) of the k-block partition the back pointers end."""
+    def cuts(self, k: int, probe: _Probe) -> list[int]:
+        """The cuts (prefix indices into the sentences) of the k-block partition a probe found."""
         ends = [self.m]
         for level in range(k - 1, 0, -1):
-            start, chosen = levels[level]
+            start, chosen = probe.levels[level]
             ends.append(int(chosen[ends[-1] - start]))
         return [int(self.positions[e]) for e in reversed(ends[1:])]
 
     def consider(self, k: int, probe: _Probe) -> None:
         value = self.problem.value(k, probe.point.h, probe.point.q)
         if value > self.best_value:
-            self.best = self.problem.partition(self.cuts(k, probe.levels))
+            self.best = self.problem.partition(self.cuts(k, probe))
             self.best_value = value
 
     # ------------------------------------------------------------------ walking the hull chains
 
-    def corner_bound(self, k: int, a: _Point, b: _Point) -> float:
-        """Largest J over the triangle that holds every unseen chain point between a and b (J is convex)."""
+    def corner_bound(self, k: int, a: _Point, b: _Point) -> tuple[float, float]:
+        """Largest J, and largest H, over the triangle that holds every unseen chain point between a and b
+        (J is convex, so its largest value is at a corner)."""
         (na, da), (nb, db) = a.slope, b.slope
         value = self.problem.value
         # Supporting lines: da·H - na·Q <= da·a.h - na·a.q, and the same for b. Their crossing point:
         ends = max(value(k, a.h, a.q), value(k, b.h, b.q))
         det = na * db - nb * da
         if det == 0:
-            return ends
+            return ends, b.h
         ca, cb = da * a.h - na * a.q, db * b.h - nb * b.q
         h = (na * cb - nb * ca) / det
         q = (da * cb - db * ca) / det
+        h_most = max(h, b.h)
         if k * q >= self.total**2:
-            return max(ends, value(k, h, q))
+            return max(ends, value(k, h, q)), h_most
         # The corner lies where K·Q < T², which no partition reaches; J <= H / (2d) bounds the rest.
-        return max(ends, max(h, a.h, b.h) / (2 * (k - self.problem.offset)))
+        return max(ends, h_most / (2 * (k - self.problem.offset))), h_most
+
+    def narrow(self, gaps: list[_Gap]) -> None:
+        """Narrow each level's window to the blocks a better partition in one of the open gaps may have.
+
+        A better K-block partition has CV < (its cut term - best) / λ, and its cut term is at most the
+        largest H of its gap's triangle over 2d; one block of size B alone forces CV >= |B - T/K| / (T/K ·
+        sqrt(K - 1)). The k-th block belongs to some K >= k, so level k keeps the largest over those.
+        """
+        problem = self.problem
+        if problem.lam <= 0 or not gaps:
+            return
+        most: dict[int, float] = {}
+        for gap in gaps:
+            most[gap.k] = max(most.get(gap.k, 0.0), gap.h_most)
+        ks = np.array(sorted(most))
+        cut_term = np.array([most[k] for k in ks.tolist()]) / (2 * (ks - problem.offset))
+        mean = self.total / ks
+        largest = mean + np.maximum(cut_term - self.best_value, 0) / problem.lam * np.sqrt(ks - 1) * mean * (1 + 1e-9)
+        largest = np.maximum.accumulate(largest[::-1])[::-1] + 1  # over K >= ks[i]
+        levels = np.arange(1, int(ks.max()) + 1)
+        highs = largest[np.searchsorted(ks, levels)]
+        first = np.searchsorted(self.prefix, self.prefix[None, :] - highs[:, None], side="left")
+        reach = np.clip((self.index[None, :] - first).max(axis=1), 1, self.reach).tolist()
+        for level, columns in zip(levels.tolist(), reach, strict=True):
+            self.reach_of[level] = min(self.reach_of[level], columns)
 
     def solve(self, ends_only: bool = False) -> Partition | None:
         if self.k_min > self.k_max:
@@ -545,17 +586,18 @@ class _Solver:
                 self.consider(k, probe)
         if ends_only:
             return self.best
-        # Open gaps of every chain, with the bound of what they may hide: (bound, K, a, b).
+        # Open gaps of every chain, with the bound of what they may hide.
         gaps = [gap for k, chain in chains.items() for gap in self.gaps(k, chain)]
         while True:
-            gaps = [gap for gap in gaps if gap[0] > self.best_value and not self.hopeless(gap[1])]
+            gaps = [gap for gap in gaps if gap.bound > self.best_value and not self.hopeless(gap.k)]
             if not gaps:
                 return self.best
-            top = max(gaps, key=lambda gap: gap[0])
+            self.narrow(gaps)
+            top = max(gaps, key=lambda gap: gap.bound)
             gaps.remove(top)
-            _, k, a, b = top
+            a, b = top.a, top.b
             slope = (b.h - a.h, b.q - a.q)  # probe the chord's slope: maximise ΔQ·H - ΔH·Q
-            k_last = max(max(gap[1] for gap in gaps), k) if gaps else k  # the last K that can still win
+            k_last = max([gap.k for gap in gaps] + [top.k])  # the last K that can still win
             for kk, probe in self.probe(*slope, k_last).items():
                 if kk not in chains:
                     continue
@@ -563,18 +605,18 @@ class _Solver:
                 split = self.insert(chains[kk], probe.point)
                 if split is not None:  # the point splits gap (a', b') of K's chain into two new gaps
                     left, point, right = split
-                    gaps = [g for g in gaps if not (g[1] == kk and g[2] is left and g[3] is right)]
+                    gaps = [g for g in gaps if not (g.k == kk and g.a is left and g.b is right)]
                     gaps += [g for g in (self.gap(kk, left, point), self.gap(kk, point, right)) if g is not None]
 
-    def gaps(self, k: int, chain: list[_Point]) -> list[tuple[float, int, _Point, _Point]]:
+    def gaps(self, k: int, chain: list[_Point]) -> list[_Gap]:
         return [gap for a, b in itertools.pairwise(chain) if (gap := self.gap(k, a, b)) is not None]
 
-    def gap(self, k: int, a: _Point, b: _Point) -> tuple[float, int, _Point, _Point] | None:
+    def gap(self, k: int, a: _Point, b: _Point) -> _Gap | None:
         """The gap between consecutive chain points a and b, unless it cannot hide a better partition."""
         if b.h <= a.h:
             return None
-        bound = self.corner_bound(k, a, b)
-        return (bound, k, a, b) if bound > self.best_value else None
+        bound, h_most = self.corner_bound(k, a, b)
+        return _Gap(bound, k, a, b, h_most) if bound > self.best_value else None
 
     @staticmethod
     def insert(chain: list[_Point], point: _Point) -> tuple[_Point, _Point, _Point] | None:
