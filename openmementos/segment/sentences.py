@@ -115,6 +115,7 @@ _MATH_OR_WORD = re.compile(
     rf"|\\\[[\s\S]{{0,{_MAX_DISPLAY}}}?\\\]|(?P<word>[A-Za-z]{{2,}})"
 )
 _FORMULA_WORDS = 3  # a formula line has fewer prose words than this
+_PROSE_START = re.compile(r"[^A-Za-z$\\]*(?:[A-Za-z]{2,}[^A-Za-z$\\]+){2}[A-Za-z]{2,}")
 _RELATION = re.compile(r"[=<>≤≥≠≈→⇒]|\\\(|\\\[|\$")
 _STEP_LABEL = re.compile(r"(?:\W{0,4})(?:case|step|part|sub-?case|stage|phase)\s*\(?\w{1,3}\)?\s*[:.)]", re.IGNORECASE)
 # A list item: a bullet or an enumerator ("1.", "2)", "(a)", "b.") then a space.
@@ -201,16 +202,16 @@ def _is_tiny(stripped: str) -> bool:
 
 def _is_formula(text: str, start: int, stripped: str) -> bool:
     """A formula line (see the module docstring); code (indented or fenced) never is one."""
-    if text.startswith(("    ", "\t"), start) or stripped.startswith(("```", "~~~")):
-        return False
-    if not _RELATION.search(stripped) or _STEP_LABEL.match(stripped):
+    if _PROSE_START.match(stripped):  # most pieces: three words before any math
         return False
     words = 0
-    for match in _MATH_OR_WORD.finditer(stripped):  # stops at the third word: prose is found fast
+    for match in _MATH_OR_WORD.finditer(stripped):  # stops at the third word
         words += match.lastgroup == "word"
         if words >= _FORMULA_WORDS:
             return False
-    return True
+    if text.startswith(("    ", "\t"), start) or stripped.startswith(("```", "~~~")):
+        return False
+    return _RELATION.search(stripped) is not None and _STEP_LABEL.match(stripped) is None
 
 
 def ends_paragraph(text: str, span: Span) -> bool:
