@@ -440,11 +440,14 @@ class _Solver:
         self.squared = np.where(inside, size * size, np.inf)
         # level_high[k]: the largest k-th block that may still be part of a better partition. Level k only
         # looks at the last reach_of[k] columns (the larger blocks it may keep are harmless: all fit [low, high]).
+        # shortest[r]: the fewest tokens r consecutive sentences hold; a block of at most H tokens spans at
+        # most (the largest r with shortest[r] <= H) positions, so that many columns serve a level.
+        back = index[None, :] - np.arange(reach + 1)[:, None]  # [r, p]: the position r sentences before p
+        spans = np.where(back >= 0, prefix[None, :] - prefix[np.maximum(back, 0)], np.iinfo(np.int64).max)
+        self.shortest = spans.min(axis=1)
         self.reach_of = [reach] * (k_max + 1)
         if level_high is not None:
-            highs = np.minimum(level_high[: k_max + 1], high)
-            first_k = np.searchsorted(prefix, prefix[None, :] - highs[:, None], side="left")
-            self.reach_of = np.clip((index[None, :] - first_k).max(axis=1), 1, reach).tolist()
+            self.reach_of = self.columns_for(np.minimum(level_high[: k_max + 1], high)).tolist()
         self.index = index
         self.best: Partition | None = None
         self.best_value = -math.inf
@@ -560,11 +563,13 @@ class _Solver:
         largest = mean + np.maximum(cut_term - self.best_value, 0) / problem.lam * np.sqrt(ks - 1) * mean * (1 + 1e-9)
         largest = np.maximum.accumulate(largest[::-1])[::-1] + 1  # over K >= ks[i]
         levels = np.arange(1, int(ks.max()) + 1)
-        highs = largest[np.searchsorted(ks, levels)]
-        first = np.searchsorted(self.prefix, self.prefix[None, :] - highs[:, None], side="left")
-        reach = np.clip((self.index[None, :] - first).max(axis=1), 1, self.reach).tolist()
-        for level, columns in zip(levels.tolist(), reach, strict=True):
-            self.reach_of[level] = min(self.reach_of[level], columns)
+        columns = self.columns_for(largest[np.searchsorted(ks, levels)]).tolist()
+        for level, count in zip(levels.tolist(), columns, strict=True):
+            self.reach_of[level] = min(self.reach_of[level], count)
+
+    def columns_for(self, highs: np.ndarray) -> np.ndarray:
+        """How many previous positions a block of at most `highs` tokens can reach back (1 .. reach)."""
+        return np.clip(np.searchsorted(self.shortest, highs, side="right") - 1, 1, self.reach)
 
     def solve(self, ends_only: bool = False) -> Partition | None:
         if self.k_min > self.k_max:
