@@ -147,7 +147,9 @@ def best_per_block_count(
 ) -> dict[int, Partition | None]:
     """For each K in `block_counts`: the exact best partition into exactly K blocks (None: none is feasible)."""
     problem = _Problem.of(sizes, scores, lam, min_tokens, max_tokens, objective)
-    return {k: problem.solve(k, k) if k >= 1 and problem.total > 0 else None for k in block_counts}
+    if problem.total == 0:  # no tokens: only the whole trace, as optimal_partition has it
+        return {k: Partition([(0, len(sizes) - 1)], [0], 0.0, 0.0, 0.0) if k == 1 else None for k in block_counts}
+    return {k: problem.solve(k, k) if k >= 1 else None for k in block_counts}
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ class _Problem:
         return self._walk(seed, k_min, k_max, 0)
 
     def _seed(self, k_min: int, k_max: int) -> Partition | None:
-        """A good feasible partition: the exact best of K <= 2, and balanced partitions for every other K."""
+        """A good feasible partition: the exact best of K <= 2, and balanced partitions for many other K."""
         best = None
         if k_min == 1 and self.min_tokens <= self.total <= self.cap:
             best = Partition([(0, self.sentences - 1)], [self.total], 0.0, 0.0, 0.0)
@@ -306,7 +308,7 @@ class _Problem:
         block_group = np.repeat(np.arange(groups), ks)
         tokens = ends - starts
         bad = ~found.astype(bool)
-        bad_blocks = (tokens < self.min_tokens) | (tokens > self.cap) | (tokens <= 0) & (self.min_tokens > 0)
+        bad_blocks = (tokens < self.min_tokens) | (tokens > self.cap)
         infeasible = np.bincount(group, weights=bad, minlength=groups) + np.bincount(
             block_group, weights=bad_blocks, minlength=groups
         )
@@ -438,13 +440,13 @@ class _Solver:
         size = (prefix[:, None] - prefix[np.maximum(previous, 0)]).astype(np.float64)
         inside = (previous >= first[:, None]) & (previous <= last[:, None])
         self.squared = np.where(inside, size * size, np.inf)
-        # level_high[k]: the largest k-th block that may still be part of a better partition. Level k only
-        # looks at the last reach_of[k] columns (the larger blocks it may keep are harmless: all fit [low, high]).
         # shortest[r]: the fewest tokens r consecutive sentences hold; a block of at most H tokens spans at
         # most (the largest r with shortest[r] <= H) positions, so that many columns serve a level.
         back = index[None, :] - np.arange(reach + 1)[:, None]  # [r, p]: the position r sentences before p
         spans = np.where(back >= 0, prefix[None, :] - prefix[np.maximum(back, 0)], np.iinfo(np.int64).max)
         self.shortest = spans.min(axis=1)
+        # level_high[k]: the largest k-th block that may still be part of a better partition. Level k only
+        # looks at the last reach_of[k] columns (the larger blocks it may keep are harmless: all fit [low, high]).
         self.reach_of = [reach] * (k_max + 1)
         if level_high is not None:
             self.reach_of = self.columns_for(np.minimum(level_high[: k_max + 1], high)).tolist()
