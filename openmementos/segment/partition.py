@@ -546,23 +546,21 @@ class _Solver:
         # The corner lies where K·Q < T², which no partition reaches; J <= H / (2d) bounds the rest.
         return max(ends, h_most / (2 * (k - self.problem.offset))), h_most
 
-    def narrow(self, gaps: list[_Gap]) -> None:
-        """Narrow each level's window to the blocks a better partition in one of the open gaps may have.
+    def narrow(self, cut_terms: dict[int, float]) -> None:
+        """Narrow each level's window to the blocks a better partition may have, given a bound on the cut
+        term of every K that can still win.
 
-        A better K-block partition has CV < (its cut term - best) / λ, and its cut term is at most the
-        largest H of its gap's triangle over 2d; one block of size B alone forces CV >= |B - T/K| / (T/K ·
-        sqrt(K - 1)). The k-th block belongs to some K >= k, so level k keeps the largest over those.
+        A better K-block partition has CV < (its cut term - best) / λ, and one block of size B alone forces
+        CV >= |B - T/K| / (T/K · sqrt(K - 1)). The k-th block belongs to some K >= k, so level k keeps the
+        largest over those.
         """
-        problem = self.problem
-        if problem.lam <= 0 or not gaps:
+        lam = self.problem.lam
+        if lam <= 0 or not cut_terms:
             return
-        most: dict[int, float] = {}
-        for gap in gaps:
-            most[gap.k] = max(most.get(gap.k, 0.0), gap.h_most)
-        ks = np.array(sorted(most))
-        cut_term = np.array([most[k] for k in ks.tolist()]) / (2 * (ks - problem.offset))
+        ks = np.array(sorted(cut_terms))
+        terms = np.array([cut_terms[k] for k in ks.tolist()])
         mean = self.total / ks
-        largest = mean + np.maximum(cut_term - self.best_value, 0) / problem.lam * np.sqrt(ks - 1) * mean * (1 + 1e-9)
+        largest = mean + np.maximum(terms - self.best_value, 0) / lam * np.sqrt(ks - 1) * mean * (1 + 1e-9)
         largest = np.maximum.accumulate(largest[::-1])[::-1] + 1  # over K >= ks[i]
         levels = np.arange(1, int(ks.max()) + 1)
         columns = self.columns_for(largest[np.searchsorted(ks, levels)]).tolist()
@@ -580,10 +578,19 @@ class _Solver:
         if not hopeful:
             return self.best
         chains: dict[int, list[_Point]] = {}
-        # The two ends of every chain: least Q (ties: most H), then most H (ties: least Q).
+        # The two ends of every chain: most H (ties: least Q), then least Q (ties: most H). The first gives
+        # each K's largest cut term, which drops the K that cannot win and narrows the windows at once.
         h_weight = int(self.total) ** 2 + 1
-        for slope in ((MAX_HALF_POINTS * self.m + 1, 1), (1, h_weight)):
-            for k, probe in self.probe(*slope, hopeful[-1]).items():
+        most_h = self.probe(1, h_weight, hopeful[-1])
+        for k in hopeful:
+            divisor = k - self.problem.offset
+            self.cut_bound[k] = min(self.cut_bound[k], most_h[k].point.h / (2 * divisor)) if k in most_h else -math.inf
+        least_q: dict[int, _Probe] = {}
+        if hopeful := [k for k in hopeful if not self.hopeless(k)]:
+            self.narrow({k: self.cut_bound[k] for k in hopeful})
+            least_q = self.probe(MAX_HALF_POINTS * self.m + 1, 1, hopeful[-1])
+        for found in (most_h, least_q):
+            for k, probe in found.items():
                 if k < self.k_min:
                     continue
                 chain = chains.setdefault(k, [])
@@ -599,7 +606,11 @@ class _Solver:
             gaps = [gap for gap in gaps if gap.bound > self.best_value and not self.hopeless(gap.k)]
             if not gaps:
                 return self.best
-            self.narrow(gaps)
+            cut_terms: dict[int, float] = {}
+            for gap in gaps:
+                term = min(gap.h_most / (2 * (gap.k - self.problem.offset)), self.cut_bound[gap.k])
+                cut_terms[gap.k] = max(cut_terms.get(gap.k, -math.inf), term)
+            self.narrow(cut_terms)
             top = max(gaps, key=lambda gap: gap.bound)
             gaps.remove(top)
             a, b = top.a, top.b
