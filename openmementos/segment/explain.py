@@ -165,9 +165,7 @@ def _tradeoff(trace: SegmentedTrace, settings: SegmentSettings, chosen: int) -> 
         settings.max_block_tokens,
         settings.objective,
     )
-    table = Table(
-        title="best J with K blocks (more cuts raise the cut term only if they are strong; balance costs λ·CV)"
-    )
+    table = Table(title="best J with K blocks", caption="one more block pays only for a cut above the cut term")
     for column in ("K", "best J", "cut term", "CV", "mean block tokens", ""):
         table.add_column(column, justify="right")
     top = max((p.objective for p in best.values() if p is not None), default=None)
