@@ -80,14 +80,16 @@ def fixture_trace() -> SourceTrace | None:
 # --------------------------------------------------------------------------- phases, in process
 
 
-def best_ms(work: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` runs (the machine is shared: the minimum is the least disturbed)."""
-    best = float("inf")
+def best_ms(works: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The fastest of `repeats` runs of each work, in ms. The works take turns in every round, so a change
+    of load on the (shared) machine hits them all alike; the minimum is the least disturbed run."""
+    best = dict.fromkeys(works, float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
+        for name, work in works.items():
+            started = time.perf_counter()
+            work()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: seconds * 1000 for name, seconds in best.items()}
 
 
 def phases(trace: SourceTrace, repeats: int) -> dict[str, float]:
@@ -100,14 +102,20 @@ def phases(trace: SourceTrace, repeats: int) -> dict[str, float]:
     scores = scorer.score(sentences).scores
     sizes = count_tokens(sentences)
     segmented = segment_trace(trace, scorer, settings)
+    times = best_ms(
+        {
+            "split": lambda: split_sentences(text),
+            "score": lambda: scorer.score(sentences),
+            "count": lambda: count_tokens(sentences),
+            "partition": lambda: optimal_partition(sizes, scores),
+            "partition_capped": lambda: optimal_partition(sizes, scores, max_tokens=CAP),
+            "whole": lambda: segment_trace(trace, scorer, settings),
+            "encode": lambda: encoding.encode_ordinary(text),
+        },
+        repeats,
+    )
     return {
-        "split": best_ms(lambda: split_sentences(text), repeats),
-        "score": best_ms(lambda: scorer.score(sentences), repeats),
-        "count": best_ms(lambda: count_tokens(sentences), repeats),
-        "partition": best_ms(lambda: optimal_partition(sizes, scores), repeats),
-        "partition_capped": best_ms(lambda: optimal_partition(sizes, scores, max_tokens=CAP), repeats),
-        "whole": best_ms(lambda: segment_trace(trace, scorer, settings), repeats),
-        "encode": best_ms(lambda: encoding.encode_ordinary(text), repeats),
+        **times,
         "sentences": len(spans),
         "tokens": sum(sizes),
         "windows": len(windows(len(spans) - 1, 16)),
