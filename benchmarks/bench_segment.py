@@ -1,18 +1,23 @@
-"""Benchmark `openmementos segment`: ms per trace by phase, traces/s, peak RSS, against plain tokenization.
+"""Benchmark `openmementos segment`: granularity next to the published figures, ms per trace by phase,
+traces/s and peak RSS, against plain tokenization.
 
 Inputs:
 - the real OpenThoughts3 trace in ../shared/fixtures/ot3_example_trace.jsonl (skipped when absent);
 - a corpus of OpenThoughts-length traces (~40K characters): each joins the reasoning of 4 traces of the
-  embedded sample, picked and ordered by a seeded generator, so no two are alike.
+  embedded sample, picked and ordered by a seeded generator, so no two are alike;
+- the embedded sample itself (short traces).
 
-Printed, all measured in this run on this machine:
+Printed, all measured in this run on this machine, with default options (published objective, no cap):
+- sentences per trace (published splitter on the example trace: 231) and the LLM scorer's windows per
+  trace (16 boundaries each, plus windows of 11 with --second-window 11);
+- blocks per trace (median by domain) and mean tokens per block, next to the published figures
+  (median ~9 math, ~9 code, ~7 science; mean ~1,150 tokens);
 - ms per trace for splitting, scoring (heuristic), token counting and partitioning, and the whole
   `segment_trace`; the baseline is tiktoken encoding the same reasoning once (`encode_ordinary`), and
   the ratio whole / baseline (target <= 5x);
 - traces/s of the `segment` command (a fresh process each) with --workers 1 and 2 on a 4-shard corpus;
 - peak RSS of that process for one shard and for four shards of the same size (it must stay flat: rows
-  stream; memory is bounded by the shard writer's row group, 1,000 rows, not by the number of traces);
-- block statistics of the segmented embedded sample next to the published ones, without and with a cap.
+  stream; memory is bounded by the shard writer's row group, 1,000 rows, not by the number of traces).
 
 Run: .venv/bin/python benchmarks/bench_segment.py [--traces 1000] [--workdir DIR]
 """
@@ -34,16 +39,20 @@ from pathlib import Path
 from openmementos.resources import sample_traces
 from openmementos.runtime.stage import ShardTask, Stage
 from openmementos.schema import SourceTrace
-from openmementos.segment.explain import BlockStatistics
+from openmementos.segment.llm_scorer import windows
 from openmementos.segment.partition import optimal_partition
+from openmementos.segment.request import SegmentSettings
 from openmementos.segment.scorers import HeuristicScorer
 from openmementos.segment.sentences import split_sentences
-from openmementos.segment.stage import SegmentSettings, segment_trace
+from openmementos.segment.stage import segment_trace
+from openmementos.segment.statistics import BlockStatistics
 from openmementos.tokens import count_tokens, get_encoding
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 TARGET_CHARS = 40_000
 CAP = 1536
+PUBLISHED_SENTENCES = 231  # the published splitter on the example trace
+PUBLISHED = "published: median ~9 blocks (math, code), ~7 (science); mean ~1,150 tokens per block"
 
 
 def corpus(count: int, seed: int = 0) -> list[SourceTrace]:
@@ -72,14 +81,16 @@ def fixture_trace() -> SourceTrace | None:
 # --------------------------------------------------------------------------- phases, in process
 
 
-def best_ms(work: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` runs (the machine is shared: the minimum is the least disturbed)."""
-    best = float("inf")
+def best_ms(works: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The fastest of `repeats` runs of each work, in ms. The works take turns in every round, so a change
+    of load on the (shared) machine hits them all alike; the minimum is the least disturbed run."""
+    best = dict.fromkeys(works, float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
+        for name, work in works.items():
+            started = time.perf_counter()
+            work()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: seconds * 1000 for name, seconds in best.items()}
 
 
 def phases(trace: SourceTrace, repeats: int) -> dict[str, float]:
@@ -91,23 +102,36 @@ def phases(trace: SourceTrace, repeats: int) -> dict[str, float]:
     sentences = [text[a:b] for a, b in spans]
     scores = scorer.score(sentences).scores
     sizes = count_tokens(sentences)
+    segmented = segment_trace(trace, scorer, settings)
+    times = best_ms(
+        {
+            "split": lambda: split_sentences(text),
+            "score": lambda: scorer.score(sentences),
+            "count": lambda: count_tokens(sentences),
+            "partition": lambda: optimal_partition(sizes, scores),
+            "partition_capped": lambda: optimal_partition(sizes, scores, max_tokens=CAP),
+            "whole": lambda: segment_trace(trace, scorer, settings),
+            "encode": lambda: encoding.encode_ordinary(text),
+        },
+        repeats,
+    )
     return {
-        "split": best_ms(lambda: split_sentences(text), repeats),
-        "score": best_ms(lambda: scorer.score(sentences), repeats),
-        "count": best_ms(lambda: count_tokens(sentences), repeats),
-        "partition": best_ms(lambda: optimal_partition(sizes, scores), repeats),
-        "partition_capped": best_ms(lambda: optimal_partition(sizes, scores, max_tokens=CAP), repeats),
-        "whole": best_ms(lambda: segment_trace(trace, scorer, settings), repeats),
-        "encode": best_ms(lambda: encoding.encode_ordinary(text), repeats),
+        **times,
         "sentences": len(spans),
         "tokens": sum(sizes),
+        "windows": len(windows(len(spans) - 1, 16)),
+        "windows_second": len(windows(len(spans) - 1, 11)),
+        "blocks": len(segmented.blocks),
+        "block_tokens": statistics.fmean(segmented.block_tokens),
     }
 
 
 def print_phases(title: str, rows: list[dict[str, float]]) -> None:
     mean = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
+    print(f"\n{title}: {len(rows)} trace(s), {mean['tokens']:,.0f} tokens on average")
     print(
-        f"\n{title}: {len(rows)} trace(s), {mean['sentences']:.0f} sentences, {mean['tokens']:,.0f} tokens on average"
+        f"  sentences per trace: {mean['sentences']:.0f}; LLM scorer windows per trace: {mean['windows']:.1f} "
+        f"(+{mean['windows_second']:.1f} with --second-window 11)"
     )
     print("  ms per trace: " + ", ".join(f"{k} {mean[k]:.2f}" for k in ("split", "score", "count", "partition")))
     print(f"  (partition with --max-block-tokens {CAP}: {mean['partition_capped']:.2f} ms)")
@@ -166,9 +190,17 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load average {load} (other work on the machine slows every figure)")
 
     if (trace := fixture_trace()) is not None:
-        print_phases(f"fixture {trace.id}", [phases(trace, repeats=30)])
+        row = phases(trace, repeats=30)
+        print_phases(f"fixture {trace.id}", [row])
+        print(
+            f"  sentences: {row['sentences']:.0f} (published splitter: {PUBLISHED_SENTENCES}, "
+            f"{row['sentences'] / PUBLISHED_SENTENCES - 1:+.0%}); blocks: {row['blocks']:.0f} of "
+            f"{row['block_tokens']:,.0f} tokens on average ({PUBLISHED})"
+        )
     else:
         print(f"(fixture {FIXTURE} absent: skipped)")
+
+    print_phases("embedded sample (short traces)", [phases(t, repeats=3) for t in sample_traces()])
 
     traces = corpus(args.traces)
     print_phases(
@@ -195,16 +227,12 @@ def main() -> None:
         f"{rss_big:,.0f} MiB for {len(traces):,} (x{rss_big / rss_small:.2f} for 4x the traces)"
     )
 
-    print("\nblock statistics:")
-    run_command(small, workdir / "out-small-capped", "--max-block-tokens", str(CAP))
+    print("\nblock statistics with default options (published objective, no block cap):")
     sample_in = write_input(sample_traces(), workdir / "sample-in", shards=2)
     run_command(sample_in, workdir / "sample")
-    run_command(sample_in, workdir / "sample-capped", "--max-block-tokens", str(CAP))
     for label, out in (
-        (f"corpus, {len(traces):,} traces, objective only", workdir / "out-w1"),
-        (f"corpus, {len(traces) // 4:,} traces, --max-block-tokens {CAP}", workdir / "out-small-capped"),
-        ("embedded sample (short traces), objective only", workdir / "sample"),
-        (f"embedded sample, --max-block-tokens {CAP}", workdir / "sample-capped"),
+        (f"corpus, {len(traces):,} OpenThoughts-length traces", workdir / "out-w1"),
+        (f"embedded sample, {len(sample_traces())} short traces", workdir / "sample"),
     ):
         stats = BlockStatistics.of_directory(out)
         assert stats is not None

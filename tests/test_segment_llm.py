@@ -166,5 +166,9 @@ def test_cli_scores_with_the_llm_and_records_provenance(server: OpenAIStandIn, t
     again = CliRunner().invoke(app, [*args[:2], str(tmp_path / "out2"), *args[3:]])
     assert again.exit_code == 0, again.output
     assert server.stats().chat_requests == before  # every answer came from the cache
+    trial = CliRunner().invoke(app, [*args[:2], str(tmp_path / "trial"), *args[3:], "--limit", "2"])
+    assert trial.exit_code == 0, trial.output
+    assert [t.id for t in iter_stage(tmp_path / "trial", SegmentedTrace)] == ["t0", "t1"]
+    assert read_manifest(tmp_path / "trial").options["limit"] == 2
     refused = CliRunner().invoke(app, [*args, "--second-window", "8"])
     assert refused.exit_code != 0 and "coprime" in refused.output

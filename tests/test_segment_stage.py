@@ -15,8 +15,9 @@ from openmementos.resources import sample_traces
 from openmementos.runtime.manifest import iter_stage, read_manifest
 from openmementos.runtime.shardio import read_quarantine
 from openmementos.schema import SegmentedTrace, SourceTrace
+from openmementos.segment.request import SegmentSettings
 from openmementos.segment.scorers import HeuristicScorer
-from openmementos.segment.stage import SegmentSettings, segment_trace
+from openmementos.segment.stage import segment_trace
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"
 runner = CliRunner()
@@ -56,7 +57,8 @@ def test_segments_every_trace_losslessly(download_dir: Path, tmp_path: Path) -> 
     inputs = len(sample_traces()) + len(odd_traces())
     assert manifest.complete and manifest.rows + manifest.quarantined == inputs
     assert manifest.reasons() == {"empty_reasoning": 1}
-    assert "blocks per trace: median" in result.output
+    assert re.search(r"blocks per trace: median [\d.]+ \(code [\d.]+, math [\d.]+, science [\d.]+\)", result.output)
+    assert f"openmementos segment {tmp_path / 'seg'} --explain [TRACE_ID]" in result.output
     for trace in rows(tmp_path / "seg"):
         assert "".join(trace.sentences()) == trace.reasoning
         assert "".join(trace.block_texts()) == trace.reasoning
@@ -95,13 +97,47 @@ def test_resume_shards_and_workers_give_the_same_output(download_dir: Path, tmp_
     assert refused.exit_code == 1 and "other options" in refused.output
 
 
-def test_explain_prints_blocks_scores_and_rules(download_dir: Path, tmp_path: Path) -> None:
+def test_published_objective_by_default_and_per_cut_on_request(download_dir: Path, tmp_path: Path) -> None:
+    assert run(str(download_dir), str(tmp_path / "published")).exit_code == 0
+    per_cut = run(str(download_dir), str(tmp_path / "per-cut"), "--objective", "per-cut")
+    assert per_cut.exit_code == 0, per_cut.output
+    assert read_manifest(tmp_path / "published").options["objective"] == "published"
+    assert read_manifest(tmp_path / "per-cut").options["objective"] == "per-cut"
+    published_blocks = sorted(len(t.blocks) for t in rows(tmp_path / "published"))
+    per_cut_blocks = sorted(len(t.blocks) for t in rows(tmp_path / "per-cut"))
+    # The mean over the cuts only: one strong, central cut wins (2 blocks); over all K blocks: ~5 on these.
+    assert per_cut_blocks[len(per_cut_blocks) // 2] == 2
+    assert published_blocks[len(published_blocks) // 2] >= 4
+
+
+def test_limit_segments_the_first_traces_only(download_dir: Path, tmp_path: Path) -> None:
+    result = run(str(download_dir), str(tmp_path / "trial"), "--limit", "4")
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "trial")
+    assert manifest.rows + manifest.quarantined == 4 and manifest.options["limit"] == 4
+    first_shard = [t.id for t in iter_stage(download_dir, SourceTrace)][:4]
+    assert [t.id for t in rows(tmp_path / "trial")] == [i for i in first_shard if i != "empty"]
+    refused = run(str(download_dir), str(tmp_path / "trial"))
+    assert refused.exit_code == 1 and "other options" in refused.output
+    sharded = run(str(download_dir), str(tmp_path / "sharded"), "--limit", "3", "--shard", "1/3")
+    assert sharded.exit_code == 0 and read_manifest(tmp_path / "sharded").rows == 3
+
+
+def test_explain_prints_the_tradeoff_blocks_scores_and_rules(download_dir: Path, tmp_path: Path) -> None:
     assert run(str(download_dir), str(tmp_path / "seg")).exit_code == 0
     trace = max(rows(tmp_path / "seg"), key=lambda t: len(t.blocks))
     result = runner.invoke(app, ["segment", str(tmp_path / "seg"), "--explain", trace.id], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert trace.id in result.output and f"{len(trace.blocks)} blocks" in result.output
+    assert "published objective: sum of cut scores / K - λ·CV" in result.output
     assert re.search(r"blank_line\+\w+", result.output)
+    # The best J with K blocks for K around the chosen one; the chosen K has the best of them.
+    k = len(trace.blocks)
+    table = {int(m.group(1)): m.group(0) for m in re.finditer(r"│\s+(\d+) │\s+(-?[\d.]+).*", result.output)}
+    assert set(range(max(1, k - 3), k + 4)) <= set(table)
+    assert "◀ chosen" in table[k] and "(best)" in table[k]
+    header_j = re.search(r"J (-?[\d.]+) \(", result.output).group(1)  # type: ignore[union-attr]
+    assert header_j in table[k]
     on_the_fly = runner.invoke(
         app,
         ["segment", str(download_dir), "--explain", trace.id, "--max-block-tokens", "600"],
@@ -111,7 +147,34 @@ def test_explain_prints_blocks_scores_and_rules(download_dir: Path, tmp_path: Pa
     blocks = int(re.search(r"(\d+) blocks", on_the_fly.output).group(1))  # type: ignore[union-attr]
     assert blocks > len(trace.blocks)
     missing = run(str(tmp_path / "seg"), "--explain", "no-such-id")
-    assert missing.exit_code == 1 and "no trace with id" in missing.output
+    assert missing.exit_code == 1 and "no trace with id" in missing.output and "some traces in" in missing.output
+
+
+def test_explain_without_an_id_lists_some(download_dir: Path, tmp_path: Path) -> None:
+    assert run(str(download_dir), str(tmp_path / "seg")).exit_code == 0
+    for folder, stage in ((tmp_path / "seg", "segment"), (download_dir, "download")):
+        listed = runner.invoke(app, ["segment", str(folder), "--explain"], env={"COLUMNS": "200"})
+        assert listed.exit_code == 0, listed.output
+        assert (
+            f"(`{stage}` output)" in listed.output
+            and f"openmementos segment {folder} --explain TRACE_ID" in listed.output
+        )
+        ids = re.findall(r"│ (\S+)\s+│ (code|math|science)\s+│\s+([\d,]+) │", listed.output)
+        assert {domain for _, domain, _ in ids} == {"code", "math", "science"} and len(ids) <= 12
+        assert all(int(tokens.replace(",", "")) > 0 for _, _, tokens in ids)
+
+
+def test_explain_reads_the_objective_a_folder_was_made_with(download_dir: Path, tmp_path: Path) -> None:
+    assert run(str(download_dir), str(tmp_path / "seg"), "--objective", "per-cut").exit_code == 0
+    trace = next(iter(rows(tmp_path / "seg")))
+    result = runner.invoke(app, ["segment", str(tmp_path / "seg"), "--explain", trace.id], env={"COLUMNS": "200"})
+    assert "per-cut objective: sum of cut scores / (K - 1) - λ·CV" in result.output
+    # A folder from before the option existed was made with the per-cut objective.
+    manifest = json.loads((tmp_path / "seg" / "manifest.json").read_text())
+    del manifest["options"]["objective"]
+    (tmp_path / "seg" / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["segment", str(tmp_path / "seg"), "--explain", trace.id], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "per-cut objective" in result.output
 
 
 def test_usage_errors(download_dir: Path, tmp_path: Path) -> None:
@@ -138,6 +201,8 @@ def test_fixture_trace() -> None:
     math_regions = [m.span() for m in re.finditer(r"\\\(.*?\\\)|\\\[.*?\\\]", trace.reasoning, re.DOTALL)]
     cuts = [start for start, _ in segmented.sentence_spans[1:]]
     assert not any(a < cut < b for cut in cuts for a, b in math_regions)
-    assert 2 <= len(segmented.blocks) <= 20
-    capped = segment_trace(trace, HeuristicScorer(), SegmentSettings(max_block_tokens=1536))
-    assert 8 <= len(capped.blocks) <= 20 and max(capped.block_tokens) <= 1536
+    # MEMENTO-sized with default options (published: ~9 blocks of ~1,150 tokens): 11 of ~1,130 today.
+    assert 7 <= len(segmented.blocks) <= 14
+    assert 800 <= sum(segmented.block_tokens) / len(segmented.blocks) <= 1600
+    capped = segment_trace(trace, HeuristicScorer(), SegmentSettings(max_block_tokens=1024))
+    assert len(capped.blocks) > len(segmented.blocks) and max(capped.block_tokens) <= 1024

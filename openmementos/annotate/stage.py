@@ -29,7 +29,7 @@ from openmementos.llm.shards import LLMShardProcessor
 from openmementos.runtime.manifest import Manifest, StageError, done_marker, read_manifest
 from openmementos.runtime.selection import ShardSelection
 from openmementos.runtime.shardio import iter_records, parquet_rows
-from openmementos.runtime.stage import Quarantined, ShardTask, Stage, input_shards
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, first_of, shard_limits, tasks_over
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
 
 AnnotateRow = AnnotatedTrace | Quarantined
@@ -42,23 +42,8 @@ BATCH_WINDOW = 20_000
 """Traces of a shard put into one Batch API batch per recipe step."""
 
 
-def shard_limits(paths: list[Path], names: list[str], limit: int | None) -> dict[str, int] | None:
-    """`--limit N`: how many traces to take from each shard, the first N in shard order."""
-    if limit is None:
-        return None
-    limits, left = {}, limit
-    for path, name in zip(paths, names, strict=True):
-        limits[name] = min(parquet_rows(path), left)
-        left -= limits[name]
-    return limits
-
-
 def read_traces(task: ShardTask[Path], limits: dict[str, int] | None) -> Iterator[SegmentedTrace]:
-    limit = limits.get(task.name, 0) if limits is not None else None
-    for number, trace in enumerate(iter_records(task.source, SegmentedTrace)):
-        if limit is not None and number >= limit:
-            return
-        yield trace
+    return first_of(iter_records(task.source, SegmentedTrace), limits, task.name)
 
 
 @dataclass(frozen=True)
@@ -163,11 +148,10 @@ class _Inputs:
 def _inputs(request: AnnotateRequest) -> _Inputs:
     """The shard tasks, per-shard limits and the number of traces this run has left to annotate."""
     selection: ShardSelection = request.shard
-    universe, paths = input_shards(request.in_dir, selection)
-    picked = [name for index, name in enumerate(universe) if selection.picks(index)]
-    tasks = [ShardTask(index, name, request.in_dir / f"{name}.parquet") for index, name in enumerate(universe)]
-    limits = shard_limits(paths, picked, request.limit)
-    todo = [name for name in picked if not done_marker(request.out_dir, name).exists()]
+    tasks = tasks_over(request.in_dir, selection)
+    picked = [task for task in tasks if selection.picks(task.index)]
+    limits = shard_limits(picked, request.limit)
+    todo = [task.name for task in picked if not done_marker(request.out_dir, task.name).exists()]
     rows = {name: parquet_rows(request.in_dir / f"{name}.parquet") for name in todo}
     return _Inputs(tasks, limits, sum(limits[name] if limits else rows[name] for name in todo))
 

@@ -16,34 +16,37 @@ def segment(request: SegmentRequest) -> None:
     """Cut each trace into lossless sentences and optimal blocks.
 
     Sentences are exact spans of the reasoning (joined, they give it back byte for byte); every boundary
-    gets a score 0-3; the blocks maximise mean(cut scores) - λ·CV(block tokens) with every block at least
-    --min-block-tokens (the true optimum). Resumable per shard; traces that cannot be cut go to
-    OUT_DIR/quarantine/ with the reason.
+    gets a score 0-3; the blocks maximise J = (s_1 + … + s_{K-1}) / K - λ·CV over K blocks with cut scores
+    s_i, CV being the std / mean of the block token counts (the published objective: the first block
+    counts as a cut of 0, so a block is added only for a cut stronger than the mean so far that does not
+    cost more in balance), every block at least --min-block-tokens. The solver finds the true optimum.
+    Resumable per shard; traces that cannot be cut go to OUT_DIR/quarantine/ with the reason.
 
     Examples:
 
       openmementos segment out/download out/segmented
 
-      openmementos segment out/download out/segmented --max-block-tokens 1536 --workers 8
+      openmementos segment out/download out/trial --limit 20 --workers 2
+
+      openmementos segment out/segmented --explain                       (list some trace ids)
 
       openmementos segment out/segmented --explain ot3-train-0000030
 
       openmementos segment dl seg --scorer llm --model gpt-4.1-mini --second-window 11
     """
-    if request.explain is not None:
+    if request.explain:
         from rich.console import Console
 
-        from openmementos.segment.explain import explain
-        from openmementos.segment.stage import trace_to_explain
+        from openmementos.segment.explain import explain_folder
 
-        explain(*trace_to_explain(request), Console())
+        explain_folder(request.in_dir, request.trace_id, request.settings(), Console())
         return
     from openmementos.segment.stage import run_segment
 
-    report(run_segment(request))
+    report(run_segment(request), request)
 
 
-def report(result: SegmentResult) -> None:
+def report(result: SegmentResult, request: SegmentRequest) -> None:
     manifest = result.manifest
     if result.scoring is not None:
         typer.echo(result.scoring)
@@ -55,3 +58,4 @@ def report(result: SegmentResult) -> None:
     )
     if result.statistics is not None:
         typer.echo(result.statistics.render())
+        typer.echo(f"why a trace got its blocks: openmementos segment {request.out_dir} --explain [TRACE_ID]")

@@ -10,9 +10,10 @@ a process pool, a Ray cluster) is the executor's business (`executors`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -32,12 +33,13 @@ from openmementos.runtime.manifest import (
 )
 from openmementos.runtime.progress import StageProgress
 from openmementos.runtime.selection import ALL_SHARDS, ShardSelection
-from openmementos.runtime.shardio import QUARANTINE_DIR, QuarantineWriter, ShardWriter
+from openmementos.runtime.shardio import QUARANTINE_DIR, QuarantineWriter, ShardWriter, parquet_rows
 
 if TYPE_CHECKING:
     from openmementos.runtime.executors import Executor
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,22 @@ def tasks_over(in_dir: Path, selection: ShardSelection) -> list[ShardTask[Path]]
     """One task per shard of a previous stage's output (its parquet file as the source)."""
     universe, _ = input_shards(in_dir, selection)
     return [ShardTask(index, name, in_dir / f"{name}.parquet") for index, name in enumerate(universe)]
+
+
+def shard_limits(tasks: Sequence[ShardTask[Path]], limit: int | None) -> dict[str, int] | None:
+    """`--limit N` over the tasks a run picks: how many records each takes, the first N in shard order."""
+    if limit is None:
+        return None
+    limits, left = {}, limit
+    for task in tasks:
+        limits[task.name] = min(parquet_rows(task.source), left)
+        left -= limits[task.name]
+    return limits
+
+
+def first_of(records: Iterable[T], limits: dict[str, int] | None, shard: str) -> Iterator[T]:
+    """A shard's records, only the first `limits[shard]` of them under `--limit` (all when None)."""
+    return iter(records) if limits is None else itertools.islice(records, limits.get(shard, 0))
 
 
 class RowReporter(Protocol):

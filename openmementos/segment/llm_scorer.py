@@ -37,7 +37,7 @@ from openmementos.llm.shards import LLMShardProcessor
 from openmementos.resources import content_hash, read_prompt
 from openmementos.runtime.manifest import Manifest
 from openmementos.runtime.shardio import iter_records
-from openmementos.runtime.stage import Quarantined, ShardTask, Stage
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, first_of
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
 from openmementos.segment.request import STAGE, SegmentRequest, SegmentSettings
 from openmementos.segment.scorers import BoundaryScores, HeuristicScorer
@@ -269,7 +269,8 @@ class LLMScorerShards(LLMShardProcessor[Prepared, Scored]):
     """The shard processor of the LLM scorer: traces stream through a window of traces being scored.
 
     Each trace is split into sentences as it is read (in this thread), its boundaries scored on the loop,
-    and its blocks cut in input order as the scores arrive.
+    and its blocks cut in input order as the scores arrive. `limits`: the traces each shard contributes
+    under --limit.
     """
 
     def __init__(
@@ -280,11 +281,13 @@ class LLMScorerShards(LLMShardProcessor[Prepared, Scored]):
         second_window: int | None,
         settings: SegmentSettings,
         traces_in_flight: int = 256,
+        limits: dict[str, int] | None = None,
     ) -> None:
         super().__init__(open_engine, traces_in_flight, name="segment-loop")
         self.model = model
         self.windows = (window, second_window)
         self.settings = settings
+        self.limits = limits
         self.tally = ScoringTally()
         self.scorer: LLMScorer | None = None
 
@@ -293,7 +296,8 @@ class LLMScorerShards(LLMShardProcessor[Prepared, Scored]):
         self.tally = self.scorer.tally
 
     def items(self, task: ShardTask[Path]) -> Iterator[Prepared]:
-        return ((trace, _split(trace)) for trace in iter_records(task.source, SourceTrace))
+        traces = first_of(iter_records(task.source, SourceTrace), self.limits, task.name)
+        return ((trace, _split(trace)) for trace in traces)
 
     async def process(self, item: Prepared) -> Scored:
         """Score one trace's boundaries (on the loop); a trace that could not be split passes through."""
@@ -326,12 +330,16 @@ def _split(trace: SourceTrace) -> Split | TraceRejected:
         return rejected
 
 
-def run_llm_scorer(request: SegmentRequest, tasks: Sequence[ShardTask[Path]]) -> tuple[Manifest, str]:
+def run_llm_scorer(
+    request: SegmentRequest, tasks: Sequence[ShardTask[Path]], limits: dict[str, int] | None
+) -> tuple[Manifest, str]:
     """The segment stage with the LLM scorer: the manifest, and what the scorer did (its tally, rendered)."""
     assert request.model is not None and request.out_dir is not None  # the request checks both
     settings = request.settings()
     open_engine = engine_opener(request, request.model, request.out_dir)
-    with LLMScorerShards(open_engine, request.model, request.window, request.second_window, settings) as process:
+    with LLMScorerShards(
+        open_engine, request.model, request.window, request.second_window, settings, limits=limits
+    ) as process:
         stage = Stage(
             name=STAGE,
             out_dir=request.out_dir,

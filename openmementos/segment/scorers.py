@@ -22,15 +22,24 @@ Heuristic rules, in order (the first hard zero wins, otherwise base + the strong
 | base `blank_line`   | a blank line separates them                                           | 1       |
 | base `line_break`   | a single newline separates them                                       | 0.5     |
 | base `inline`       | they share a line                                                     | 0       |
-| cue `new_approach`  | Alternatively, Another approach/way/idea, Let me try a different ..., start over | +2 |
+| cue `new_approach`  | Another approach/way/idea, Let me try a different ..., start over      | +2      |
 | cue `conclusion`    | So/Thus/Therefore the answer, Final answer, In conclusion, To summarize | +2    |
 | cue `heading`       | a markdown heading or a bold line (`# ...`, `**...**`)                | +2      |
-| cue `rethink`       | Wait, But wait, Hold on                                                | +1.5   |
+| cue `alternative`   | Alternatively                                                          | +1.5   |
 | cue `verify`        | Let me check / verify / double-check / confirm / test, Checking        | +1.5   |
 | cue `new_step`      | Now, Next, First/Second/Finally, Case N, Step N, Part N                | +1.5   |
 | cue `code_starts`   | code (fence or indented) after prose                                  | +1.5    |
+| cue `rethink`       | Wait, But wait, Hold on                                                | +1     |
 | cue `code_ends`     | prose after a closed code fence                                       | +1      |
 | cue `new_thought`   | Hmm, Okay, Alright, Let me / Let's, Maybe, Perhaps, Actually, But, However, Also | +0.5 |
+
+Calibration: 3 is for a new phase (an approach named as new, the conclusion, a heading), as in the
+rubric. Reasoning models write "Alternatively," every ~500 tokens and "Wait" every ~200 (QwQ-32B on the
+public example trace: 24 and 60 in 12K tokens), mostly for a local variation or correction, so they score
+2.5 and 2 after a blank line. Since the published objective adds a block only for a cut above its mean
+cut score, the number of 3s sets the block count: with these weights the public example trace gets 11
+blocks of ~1,130 tokens (published: ~9 of ~1,150); with "Alternatively" at 3 and "Wait" at 2.5 it got
+20 of ~620.
 """
 
 from __future__ import annotations
@@ -102,7 +111,7 @@ CUES: tuple[Cue, ...] = (
         "new_approach",
         2.0,
         (
-            r"(?:alternatively|another (?:approach|way|idea|method|strategy|thought|possibility)|"
+            r"(?:another (?:approach|way|idea|method|strategy|thought|possibility)|"
             r"(?:a )?different (?:approach|way|method|idea)|"
             r"(?:let me|let's|i(?:'ll| will)) (?:try|use|consider|take|think of) "
             r"(?:a different|another|a new|a better|a cleaner|a smarter)|(?:let me|let's) (?:start over|restart|"
@@ -119,11 +128,7 @@ CUES: tuple[Cue, ...] = (
             r"the answer (?:is|should be))"
         ),
     ),
-    Cue(
-        "rethink",
-        1.5,
-        r"(?:wait|but wait|hold on|hmm+,? wait|oh wait|hang on)\b",
-    ),
+    Cue("alternative", 1.5, r"alternatively\b"),
     Cue(
         "verify",
         1.5,
@@ -140,6 +145,11 @@ CUES: tuple[Cue, ...] = (
             r"(?:now\b|next\b|first(?:ly)?,|second(?:ly)?,|third(?:ly)?,|finally,|lastly,|case \d|case [ivx]+\b|"
             r"sub-?case|step \d|part \(?[a-z0-9]\)?[:.]|moving on|let's move on|on to)"
         ),
+    ),
+    Cue(
+        "rethink",
+        1.0,
+        r"(?:wait|but wait|hold on|hmm+,? wait|oh wait|hang on)\b",
     ),
     Cue(
         "new_thought",

@@ -1,14 +1,15 @@
 """The segment stage: SourceTrace shards in, SegmentedTrace shards (and quarantine) out.
 
 One trace: split the reasoning into sentences (lossless spans), score every boundary, count each
-sentence's tokens once, and cut the sentences into the blocks that maximise the SPEC 4.4 objective.
+sentence's tokens once, and cut the sentences into the blocks that maximise the SPEC 4.4 objective
+(`partition.Objective`: the published one by default).
 A block's token count is the sum of its sentences' counts (each sentence encoded on its own; this
 differs from encoding the block's text in one piece by at most a token or so per sentence join).
 
 `runtime.stage.Stage` owns the files (one output shard per input shard, resumable, `--shard I/N`, parallel
 over shards); a trace that cannot be segmented is quarantined with the reason. `run_segment` is the
 stage's entry point: the heuristic scorer runs in worker processes, the LLM scorer on one engine
-(`llm_scorer.LLMScorerShards`).
+(`llm_scorer.LLMScorerShards`). `limit` keeps the first N traces in shard order (trial runs).
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from openmementos.runtime.manifest import Manifest, read_manifest
+from openmementos.runtime.manifest import Manifest
 from openmementos.runtime.shardio import iter_records
-from openmementos.runtime.stage import Quarantined, ShardTask, Stage, tasks_over
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, first_of, shard_limits, tasks_over
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
-from openmementos.segment.explain import BlockStatistics, find_trace
 from openmementos.segment.partition import optimal_partition
 from openmementos.segment.request import STAGE, Scorer, SegmentRequest, SegmentSettings
 from openmementos.segment.scorers import BoundaryScorer, BoundaryScores, HeuristicScorer
 from openmementos.segment.sentences import Span, split_sentences
+from openmementos.segment.statistics import BlockStatistics
 from openmementos.tokens import count_tokens
 
 
@@ -49,7 +50,7 @@ def assemble(
     """Count tokens, find the optimal blocks and build the output row (pure: no I/O)."""
     sizes = count_tokens(sentences, settings.tokenizer)
     partition = optimal_partition(
-        sizes, scores.scores, settings.lam, settings.min_block_tokens, settings.max_block_tokens
+        sizes, scores.scores, settings.lam, settings.min_block_tokens, settings.max_block_tokens, settings.objective
     )
     if not partition.feasible:
         largest = max(sizes)
@@ -81,10 +82,11 @@ class HeuristicShards:
     """The shard processor of the heuristic scorer (picklable: it runs in worker processes)."""
 
     settings: SegmentSettings
+    limits: dict[str, int] | None = None
 
     def __call__(self, task: ShardTask[Path]) -> Iterator[SegmentedTrace | Quarantined]:
         scorer = HeuristicScorer()
-        for trace in iter_records(task.source, SourceTrace):
+        for trace in first_of(iter_records(task.source, SourceTrace), self.limits, task.name):
             try:
                 yield segment_trace(trace, scorer, self.settings)
             except TraceRejected as rejected:
@@ -105,12 +107,13 @@ def run_segment(request: SegmentRequest) -> SegmentResult:
     assert request.out_dir is not None  # the request requires it unless explaining
     settings = request.settings()
     tasks = tasks_over(request.in_dir, request.shard)
+    limits = shard_limits([task for task in tasks if request.shard.picks(task.index)], settings.limit)
     if request.scorer is Scorer.heuristic:
         stage = Stage(
             name=STAGE,
             out_dir=request.out_dir,
             model=SegmentedTrace,
-            process=HeuristicShards(settings),
+            process=HeuristicShards(settings, limits),
             options={**settings.model_dump(), "scorer": "heuristic"},
             description="segment (heuristic)",
         )
@@ -118,23 +121,5 @@ def run_segment(request: SegmentRequest) -> SegmentResult:
         return SegmentResult(manifest, BlockStatistics.of_directory(request.out_dir))
     from openmementos.segment.llm_scorer import run_llm_scorer
 
-    manifest, scoring = run_llm_scorer(request, tasks)
+    manifest, scoring = run_llm_scorer(request, tasks, limits)
     return SegmentResult(manifest, BlockStatistics.of_directory(request.out_dir), scoring)
-
-
-def trace_to_explain(request: SegmentRequest) -> tuple[SegmentedTrace, float]:
-    """The trace `request.explain` names, and the λ its blocks were cut with.
-
-    From a `segment` folder: the trace as segmented there. From a `download` folder: segmented now with
-    the heuristic scorer and the request's settings.
-    """
-    assert request.explain is not None
-    manifest = read_manifest(request.in_dir)
-    row = find_trace(request.in_dir, request.explain)
-    if row is None:
-        raise ValueError(f"no trace with id {request.explain!r} in {request.in_dir}")
-    if manifest.stage == STAGE:
-        return SegmentedTrace.model_validate(row), float(manifest.options.get("lam", request.lam))
-    fields = {name: value for name, value in row.items() if name in SourceTrace.model_fields}
-    trace = segment_trace(SourceTrace.model_validate(fields), HeuristicScorer(), request.settings())
-    return trace, request.lam
