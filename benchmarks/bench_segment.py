@@ -43,9 +43,9 @@ from openmementos.segment.llm_scorer import windows
 from openmementos.segment.partition import optimal_partition
 from openmementos.segment.request import SegmentSettings
 from openmementos.segment.scorers import HeuristicScorer
-from openmementos.segment.sentences import split_sentences
 from openmementos.segment.stage import segment_trace
 from openmementos.segment.statistics import BlockStatistics
+from openmementos.sentences import split_sentences
 from openmementos.tokens import count_tokens, get_encoding
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ot3_example_trace.jsonl"

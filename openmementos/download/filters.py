@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from openmementos.schema import SourceTrace, TraceRejected
-from openmementos.segment.sentences import split_sentences
+from openmementos.sentences import split_sentences
 
 CJK = re.compile(
     "["

@@ -41,8 +41,8 @@ from openmementos.runtime.stage import Quarantined, ShardTask, Stage, first_of
 from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
 from openmementos.segment.request import STAGE, SegmentRequest, SegmentSettings
 from openmementos.segment.scorers import BoundaryScores, HeuristicScorer
-from openmementos.segment.sentences import Span
 from openmementos.segment.stage import assemble, sentences_of
+from openmementos.sentences import Span
 
 MAX_SENTENCE_CHARS = 1_200
 WINDOW_USER = "Score the {count} marked boundaries, B{first} to B{last}.\n\n{body}"
@@ -153,7 +153,7 @@ class ScoringTally:
 
 
 class LLMScorer:
-    """Scores boundaries with an LLM through `engine` (see the module docstring)."""
+    """Scores boundaries with an LLM through `engine`: an `AsyncBoundaryScorer` (see the module docstring)."""
 
     def __init__(
         self,

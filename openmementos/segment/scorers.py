@@ -68,11 +68,20 @@ class BoundaryScores:
 
 
 class BoundaryScorer(Protocol):
-    """Scores the n - 1 boundaries between n sentences. `name` is recorded in every output row."""
+    """Scores the n - 1 boundaries between n sentences. `name` is recorded in every output row.
+
+    Synchronous and self-contained, so it runs in worker processes (the heuristic rules).
+    """
 
     name: str
 
     def score(self, sentences: Sequence[str], problem: str = "") -> BoundaryScores: ...
+
+
+class AsyncBoundaryScorer(Protocol):
+    """A scorer that waits on a service (the LLM scorer): awaited on the engine's event loop."""
+
+    async def score(self, sentences: Sequence[str], problem: str = "") -> BoundaryScores: ...
 
 
 # --------------------------------------------------------------------------- the heuristic rules

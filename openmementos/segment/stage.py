@@ -26,8 +26,8 @@ from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
 from openmementos.segment.partition import optimal_partition
 from openmementos.segment.request import STAGE, Scorer, SegmentRequest, SegmentSettings
 from openmementos.segment.scorers import BoundaryScorer, BoundaryScores, HeuristicScorer
-from openmementos.segment.sentences import Span, split_sentences
 from openmementos.segment.statistics import BlockStatistics
+from openmementos.sentences import Span, split_sentences
 from openmementos.tokens import count_tokens
 
 
