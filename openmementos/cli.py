@@ -49,9 +49,7 @@ app = typer.Typer(
 )
 
 # In pipeline order: that is how `--help` lists them.
-for function in (*STAGE_COMMANDS.values(), run):
+for function in (*STAGE_COMMANDS.values(), run, sft, generate):
     app.command()(command(function))
-for function in (sft, generate):
-    app.command()(function)
 # serve hands the arguments after `--` to vLLM.
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(serve)
