@@ -7,6 +7,7 @@ from pathlib import Path
 
 from openmementos.infer.request import Backend, GenerateRequest
 from openmementos.infer.result import GenerationResult
+from openmementos.runtime.progress import row_progress
 from openmementos.train.record import trained_mask_delimiters
 
 
@@ -40,7 +41,6 @@ def run_generate(request: GenerateRequest) -> list[GenerationResult]:
 
 def _generate_hf(request: GenerateRequest, problems: list[str], mask_delimiters: bool) -> list[GenerationResult]:
     import torch
-    from rich.progress import track
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from openmementos.infer.hf import generate_hf, make_sampler
@@ -52,18 +52,22 @@ def _generate_hf(request: GenerateRequest, problems: list[str], mask_delimiters:
     model = AutoModelForCausalLM.from_pretrained(request.model, attn_implementation="sdpa", dtype=dtype)
     model.to(device).eval()
     sampler = make_sampler(request.temperature, request.top_p, request.seed)
-    return [
-        generate_hf(
-            model,
-            tokenizer,
-            problem,
-            max_new_tokens=request.max_new_tokens,
-            evict=request.evict,
-            mask_delimiters=mask_delimiters,
-            sampler=sampler,
-        )
-        for problem in track(problems, description="generating", transient=True)
-    ]
+    results = []
+    with row_progress("generating", len(problems), transient=True) as advance:
+        for problem in problems:
+            results.append(
+                generate_hf(
+                    model,
+                    tokenizer,
+                    problem,
+                    max_new_tokens=request.max_new_tokens,
+                    evict=request.evict,
+                    mask_delimiters=mask_delimiters,
+                    sampler=sampler,
+                )
+            )
+            advance()
+    return results
 
 
 def _generate_vllm(request: GenerateRequest, problems: list[str], mask_delimiters: bool) -> list[GenerationResult]:
