@@ -16,10 +16,12 @@ the newest one) and `memento_training.json` with the settings and the loss curve
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openmementos.train.attention import DelimiterIds, layer_windows
 from openmementos.train.block_attention import BLOCKS, FLEX, register_memento_attention
@@ -89,6 +91,15 @@ def wants_checkpointing(config: SFTRequest) -> bool:
     return config.max_length > CHECKPOINTING_ABOVE
 
 
+def _checkpointing_arguments(training_arguments: type, on: bool) -> dict[str, Any]:
+    """Gradient checkpointing for `TrainingArguments`: `activation_checkpointing` from transformers 5.2x
+    (where `gradient_checkpointing` is deprecated), `gradient_checkpointing` before (vLLM's pin)."""
+    name = "activation_checkpointing"
+    if name not in inspect.signature(training_arguments).parameters:
+        name = "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def run_sft(config: SFTRequest) -> SFTSummary:
     """Train one stage and save the model, tokenizer and `memento_training.json` to `config.out`."""
     import torch
@@ -113,8 +124,7 @@ def run_sft(config: SFTRequest) -> SFTSummary:
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        activation_checkpointing=checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        **_checkpointing_arguments(TrainingArguments, checkpointing),
         bf16=precision.bf16,
         fp16=precision.fp16,
         eval_strategy="steps" if config.eval_split else "no",
