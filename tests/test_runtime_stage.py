@@ -63,8 +63,8 @@ def test_crash_then_resume_equals_a_clean_run(tmp_path, monkeypatch):
     partial = read_manifest(out)
     assert not partial.complete and list(partial.done) == ["part-00000"]
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*"))  # no half-written file left behind
-    with pytest.raises(StageError, match="incomplete"):
-        input_shards(out, ShardSelection())
+    with pytest.raises(StageError, match="unfinished `square` run: 3 of 4 shards"):
+        input_shards(out, ShardSelection(), reader="cube", expects="square")
     assert stage(out).run(TASKS).complete
     clean = tmp_path / "clean"
     stage(clean).run(TASKS)

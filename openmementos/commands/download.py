@@ -11,6 +11,7 @@ from openmementos.download.request import DownloadRequest
 
 if TYPE_CHECKING:
     from openmementos.download import DownloadResult
+    from openmementos.runtime.manifest import Manifest
 
 
 def download(request: DownloadRequest) -> None:
@@ -48,6 +49,8 @@ def report(result: DownloadResult, out_dir: Path) -> None:
         + (f" ({reasons})" if reasons else "")
         + f"; {len(manifest.done)}/{manifest.shards_total} shards done"
     )
+    if manifest.unreadable:
+        typer.secho(f"warning: {unreadable_line(manifest)}", fg="yellow", err=True)
     if result.plan is not None:
         summary = result.plan.summary
         drawn = ", ".join(f"{domain} {count:,}" for domain, count in summary["drawn"].items())
@@ -58,3 +61,16 @@ def report(result: DownloadResult, out_dir: Path) -> None:
         typer.echo(f"complete: {out_dir} (next: openmementos segment {out_dir} OUT)")
     else:
         typer.echo(f"incomplete: rerun with the other --shard values (or none) into {out_dir} to finish")
+
+
+def unreadable_line(manifest: Manifest, shown: int = 3) -> str:
+    """One line on the input files that could not be read: how many, which, and why."""
+    files = manifest.unreadable
+    listed = "; ".join(f"{f.source} ({f.reason})" for f in files[:shown])
+    more = f"; and {len(files) - shown} more (manifest.json lists them)" if len(files) > shown else ""
+    noun = "file" if len(files) == 1 else "files"
+    return (
+        f"{len(files)} input {noun} could not be read and {'was' if len(files) == 1 else 'were'} quarantined whole: "
+        f"{listed}{more}. A rerun leaves {'it' if len(files) == 1 else 'them'} out; --retry-unreadable reads "
+        f"{'it' if len(files) == 1 else 'them'} again"
+    )

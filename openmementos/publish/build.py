@@ -21,7 +21,15 @@ from pathlib import Path
 
 from openmementos.publish.card import CONFIG_FOLDERS, CardInputs, ConfigInfo, StageRecord, render_card
 from openmementos.publish.request import PublishRequest
-from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, iter_stage, read_manifest
+from openmementos.runtime.manifest import (
+    MANIFEST,
+    Manifest,
+    StageError,
+    iter_stage,
+    read_input,
+    read_manifest,
+    require_finished,
+)
 from openmementos.runtime.progress import row_progress
 from openmementos.runtime.shardio import ShardWriter
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
@@ -59,18 +67,11 @@ class Build:
 
 def check_publishable(in_dir: Path) -> Manifest:
     """Refuse anything but a finished `validate` folder (only validated traces are published); its manifest."""
-    if not (in_dir / MANIFEST).exists():
-        raise PublishError(f"{in_dir} is not a stage folder; publish the output of `openmementos validate`")
-    manifest = read_manifest(in_dir)
-    if manifest.stage != VALIDATE_STAGE:
-        raise PublishError(
-            f"{in_dir} holds '{manifest.stage}' output; only validated traces are published: "
-            f"run `openmementos validate {in_dir} VALIDATED_DIR` and publish VALIDATED_DIR"
-        )
-    if not manifest.complete:
-        raise PublishError(
-            f"{in_dir}: validation is not finished ({len(manifest.done)}/{manifest.shards_total} shards)"
-        )
+    try:
+        manifest = read_input(in_dir, reader="publish", expects=VALIDATE_STAGE)
+        require_finished(in_dir, manifest, manifest.shards)
+    except StageError as error:
+        raise PublishError(f"{error}: only validated traces are published") from None
     if manifest.rows == 0:
         raise PublishError(f"{in_dir}: no trace passed validation, nothing to publish")
     return manifest
