@@ -19,8 +19,11 @@ def download(request: DownloadRequest) -> None:
 
     Rows are converted (problem, reasoning between <think> and </think>, answer) and filtered: an
     unclosed <think> (truncated generation), CJK characters, fewer than --min-sentences sentences or an
-    empty answer send a row to quarantine/ with the reason; every count is in manifest.json. A rerun
-    resumes: finished files are not read again.
+    empty answer send a row to quarantine/ with the reason; every count is in manifest.json.
+
+    A file that cannot be read at all (corrupt, truncated, another format) is quarantined by name with
+    the reader's reason and the run goes on with the others (a warning says so). A rerun resumes:
+    finished files are not read again, nor unreadable ones unless --retry-unreadable.
 
     With --limit, --ratio or --domains, rows are drawn by a stratified selection first: exact quotas per
     (domain, source, difficulty), filled by a seeded hash of each row's position, planned from the
