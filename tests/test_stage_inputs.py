@@ -89,9 +89,8 @@ def test_an_llm_run_refused_for_a_missing_api_key_creates_nothing(folders, tmp_p
     assert list(tmp_path.iterdir()) == []  # no OUT_DIR, no .llm/ cache
 
 
-def test_writing_into_another_stages_folder_or_a_plain_folder_is_refused(folders, tmp_path):
+def test_writing_into_another_stages_folder_is_refused(folders):
+    before = sorted(p.relative_to(folders["annotate"]) for p in folders["annotate"].rglob("*"))
     line = refused("segment", str(folders["download"]), str(folders["annotate"]))
-    assert f"{folders['annotate']} holds the output of `annotate`, not of `segment`" in line
-    line = refused("segment", str(folders["download"]), str(folders["plain"]))
-    assert "is not empty (notes.txt, ...) and holds no stage run" in line
-    assert sorted(p.name for p in folders["plain"].iterdir()) == ["notes.txt"]
+    assert f"{folders['annotate']} holds the output of `annotate`, not of `segment`; write to a new folder" in line
+    assert sorted(p.relative_to(folders["annotate"]) for p in folders["annotate"].rglob("*")) == before

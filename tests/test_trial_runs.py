@@ -135,3 +135,12 @@ def test_a_refused_annotate_run_rewrites_no_report(tmp_path):
     result = invoke("annotate", str(in_dir), str(out), "--limit", "1")
     assert result.exit_code == 1 and "limit was 2, now 1" in result.output
     assert snapshot(out) == before  # annotate_report.json included
+
+
+def test_a_cache_folder_inside_a_new_output_folder_is_no_obstacle(tmp_path):
+    in_dir = write_segmented(tmp_path / "segmented", [[make_trace(n) for n in range(2)]])
+    out = tmp_path / "annotated"
+    with OpenAIStandIn(Faults(), responder=responder) as server:
+        result = annotate(in_dir, out, server, "--cache-dir", str(out / "answers"))
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out).complete and (out / "answers" / "llm_cache.sqlite").exists()

@@ -180,18 +180,15 @@ def check_resumable(
 ) -> Manifest | None:
     """The run in `out_dir` that a run of `stage` with `options` over `shards` continues (None: a new folder).
 
-    Refuses, before anything is written, a folder holding another stage's output, a run made with other
-    options (naming each, with the old and the new value; options under `ignore` are not compared) or
-    over another input, and a non-empty folder that is no stage folder.
+    Refuses, before anything is written, a folder holding another stage's output, or a run made with
+    other options (naming each, with the old and the new value; options under `ignore` are not compared)
+    or over another input.
     """
     if not out_dir.exists():
         return None
     if not out_dir.is_dir():
         raise StageError(f"{out_dir} is a file; write to a new folder")
     if not (out_dir / MANIFEST).exists():
-        strays = sorted(p.name for p in out_dir.iterdir() if p.name != QUARANTINE_DIR and not p.name.startswith("."))
-        if strays:
-            raise StageError(f"{out_dir} is not empty ({strays[0]}, ...) and holds no stage run; write to a new folder")
         return None
     previous = read_manifest(out_dir)
     if previous.stage != stage:
