@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import heapq
 import json
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import support_path  # noqa: F401  (tests/ on the path, for `support`)
+from support.rowwise_prepass import row_by_row_plan
 
 SHARD_ROWS = 10_000
 RATIOS = (("math", Fraction("0.5")), ("code", Fraction("0.3")), ("science", Fraction("0.2")))
@@ -94,45 +93,6 @@ def prepass(mode: str, data: Path) -> str:
         request = SelectionRequest(seed=1, limit=10_000, ratios=RATIOS)
     plan = make_plan(files, mapping, request) if way == "polars" else row_by_row_plan(files, mapping, request)
     return hashlib.sha256(json.dumps(plan.as_json(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def row_by_row_plan(files: list, mapping: Any, request: Any) -> Any:
-    """The pre-pass before polars (the baseline): both passes take every row of the metadata columns
-    through Python, as dicts, with a heap of the smallest hashes per stratum."""
-    from openmementos.download.readers import Unreadable, iter_rows
-    from openmementos.download.sampling import HASH_SPACE, SelectionPlan, StratumCounts, allocate, row_hash
-
-    def strata(file):
-        for index, row in iter_rows(file, mapping.metadata_columns()):
-            yield f"{file.label}#{index}", None if isinstance(row, Unreadable) else mapping.stratum(row)
-
-    sizes: Counter = Counter()
-    file_rows, unclassified = [], 0
-    for file in files:
-        rows = 0
-        for _, stratum in strata(file):
-            rows += 1
-            if stratum is None:
-                unclassified += 1
-            else:
-                sizes[stratum] += 1
-        file_rows.append(rows)
-    quotas, summary = allocate(StratumCounts(sizes, file_rows, unclassified), request)
-    heaps: dict = {s: [] for s, q in quotas.items() if 0 < q < sizes[s]}
-    if heaps:
-        for file in files:
-            for key, stratum in strata(file):
-                heap = heaps.get(stratum)
-                if heap is None:
-                    continue
-                negated = -row_hash(request.seed, key)
-                if len(heap) < quotas[stratum]:
-                    heapq.heappush(heap, negated)
-                elif negated > heap[0]:
-                    heapq.heapreplace(heap, negated)
-    bounds = {s: 1 - heaps[s][0] if s in heaps else (HASH_SPACE if q == sizes[s] else 0) for s, q in quotas.items()}
-    summary = {"request": request.as_json(), **summary}
-    return SelectionPlan(request.seed, bounds, quotas, dict(sizes), tuple(file_rows), summary)
 
 
 def measure(mode: str, data: Path, out: Path, rows: int, repeat: int = 1) -> dict[str, Any]:

@@ -69,10 +69,8 @@ def _main(
 
 
 # In pipeline order: that is how `--help` lists them.
-for function in (*STAGE_COMMANDS.values(), run):
+for function in (*STAGE_COMMANDS.values(), run, sft, generate):
     app.command(cls=HelpCommand)(command(function))
-for function in (sft, generate):
-    app.command(cls=HelpCommand, help=help_text(function.__doc__))(function)
 # serve hands the arguments after `--` to vLLM.
 app.command(
     cls=HelpCommand,

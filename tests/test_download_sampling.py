@@ -1,9 +1,7 @@
 """Stratified selection: exact quotas, shard-independent decisions, nested limits, and the pre-pass that
 plans it, which must give the plan and selection of the row-by-row pre-pass it replaced (kept below as
-the oracle, `old_plan`)."""
+the oracle, `row_by_row_plan`)."""
 
-import hashlib
-import heapq
 import json
 import math
 from collections import Counter
@@ -16,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.ot3_rows import write_ot3_parquet
+from support.rowwise_prepass import row_by_row_plan, row_by_row_selected
 
 from openmementos.download.mapping import ColumnMapping
 from openmementos.download.readers import InputFile, Unreadable, iter_rows, local_input
@@ -137,53 +136,6 @@ def test_bounds_are_one_above_the_quota_th_smallest_hash_however_the_rows_arrive
 # --------------------------------------------------------------------------- the pre-pass, against the row-by-row one
 
 
-def old_row_hash(seed: int, key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(), "big")
-
-
-def old_plan(files: list[InputFile], mapping: ColumnMapping, request: SelectionRequest) -> SelectionPlan:
-    """The pre-pass before polars, kept as the oracle: every row of the metadata columns through Python."""
-    sizes: Counter = Counter()
-    file_rows, unclassified, keyed = [], 0, []
-    for file in files:
-        rows = 0
-        for index, row in iter_rows(file, mapping.metadata_columns()):
-            rows += 1
-            stratum = None if isinstance(row, Unreadable) else mapping.stratum(row)
-            keyed.append((stratum, f"{file.label}#{index}"))
-            if stratum is None:
-                unclassified += 1
-            else:
-                sizes[stratum] += 1
-        file_rows.append(rows)
-    quotas, summary = allocate(StratumCounts(sizes, file_rows, unclassified), request)
-    heaps: dict = {s: [] for s, q in quotas.items() if 0 < q < sizes[s]}
-    for stratum, key in keyed:
-        heap = heaps.get(stratum)
-        if heap is not None:
-            negated = -old_row_hash(request.seed, key)
-            if len(heap) < quotas[stratum]:
-                heapq.heappush(heap, negated)
-            elif negated > heap[0]:
-                heapq.heapreplace(heap, negated)
-    bounds = {s: 1 - heaps[s][0] if s in heaps else (1 << 64 if q == sizes[s] else 0) for s, q in quotas.items()}
-    return SelectionPlan(
-        request.seed, bounds, quotas, dict(sizes), tuple(file_rows), {"request": request.as_json(), **summary}
-    )
-
-
-def old_selected(plan: SelectionPlan, files: list[InputFile], mapping: ColumnMapping) -> list[str]:
-    chosen = []
-    for file in files:
-        for index, row in iter_rows(file, mapping.metadata_columns()):
-            stratum = None if isinstance(row, Unreadable) else mapping.stratum(row)
-            key = f"{file.label}#{index}"
-            bound = plan.bounds.get(stratum)
-            if stratum is None or bound == 1 << 64 or (bound and old_row_hash(plan.seed, key) < bound):
-                chosen.append(key)
-    return chosen
-
-
 def new_selected(plan: SelectionPlan, files: list[InputFile], mapping: ColumnMapping) -> list[str]:
     chosen = []
     for file in files:
@@ -251,9 +203,9 @@ CASES = [(m, r) for m in MAPPINGS for r in REQUESTS if m != "no column" or r in 
 def test_the_polars_pre_pass_gives_the_row_by_row_plan_and_selection(corpus, mapping, request_):
     mapping, request_ = MAPPINGS[mapping], REQUESTS[request_]
     plan = make_plan(corpus, mapping, request_)
-    expected = old_plan(corpus, mapping, request_)
+    expected = row_by_row_plan(corpus, mapping, request_)
     assert plan == expected  # sizes, file rows, quotas, bounds and the summary
-    assert new_selected(plan, corpus, mapping) == old_selected(expected, corpus, mapping)
+    assert new_selected(plan, corpus, mapping) == row_by_row_selected(expected, corpus, mapping)
 
 
 def test_awkward_values_fall_in_the_strata_the_main_pass_puts_them_in(corpus):

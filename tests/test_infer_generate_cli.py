@@ -50,7 +50,7 @@ def test_plain_text_prompts_and_bad_input(prepared_model, tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"problem": "ok"}\n{"problem": \n')
     result = run("--model", prepared_model, "--prompts", broken)
-    assert result.exit_code == 2 and "broken.jsonl:2 is not JSON" in result.output
+    assert result.exit_code == 1 and "broken.jsonl:2 is not JSON" in result.output
 
     result = run("--model", tiny_model_path(), "--prompt", "x")  # never prepared: no delimiter tokens
     assert result.exit_code == 1 and "openmementos sft --stage 1" in result.output

@@ -46,7 +46,7 @@ from openmementos.infer.hf import EvictingDecoder, generate_hf, stop_token_ids  
 from openmementos.infer.vllm_backend import evicting_engine, evicting_result  # noqa: E402
 from openmementos.infer.vllm_plugin.core import REPORT_KEY  # noqa: E402
 from openmementos.train.attention import DelimiterIds, memento_attention_mask  # noqa: E402
-from openmementos.train.data import chat_prompt, encode_prompt  # noqa: E402
+from openmementos.train.data import encode_prompt  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +326,7 @@ def served(memorised, tmp_path):
 
 def test_serve_evicts_blocks_for_an_openai_client(served, memorised, tmp_path):
     import openai
+    from transformers import AutoTokenizer
 
     base_url, model, row = served
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
@@ -345,7 +346,7 @@ def test_serve_evicts_blocks_for_an_openai_client(served, memorised, tmp_path):
     # A client can opt out per request; a malformed opt-in is refused with HTTP 400.
     plain = client.completions.create(
         model=model,
-        prompt=chat_prompt(row["problem"]),
+        prompt=encode_prompt(AutoTokenizer.from_pretrained(model), row["problem"]),  # the training prompt, as ids
         max_tokens=300,
         temperature=0,
         extra_body={"skip_special_tokens": False, "vllm_xargs": {"memento_evict": 0}},

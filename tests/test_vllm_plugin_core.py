@@ -25,7 +25,6 @@ from openmementos.infer.vllm_plugin.core import (
 )
 from openmementos.infer.vllm_serve import CHATML_TEMPLATE, ServeSettings, serve_invocation
 from openmementos.train.attention import DelimiterIds, memento_attention_mask
-from openmementos.train.data import chat_prompt
 
 D = DelimiterIds(block_start=1, block_end=2, summary_start=3, summary_end=4)
 BS, BE, SS, SE, X, M, P = 1, 2, 3, 4, 9, 10, 50
@@ -161,12 +160,12 @@ def test_serve_starts_vllms_server_with_eviction_on_and_training_chatml(tmp_path
     assert argv[-2:] == ["--max-model-len", "512"]
     assert {"--no-async-scheduling", "--enforce-eager", "8123", CHATML_TEMPLATE} <= set(argv)
     assert env == {"PATH": "/bin", EVICT_ENV: "1", MASK_DELIMITERS_ENV: "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
-    # The template renders one user turn exactly as training formats the prompt.
+    # The template renders one user turn as ChatML, the format training gives a tokenizer without one.
     jinja2 = pytest.importorskip("jinja2")
     rendered = jinja2.Template(CHATML_TEMPLATE).render(
         messages=[{"role": "user", "content": "Find x."}], add_generation_prompt=True
     )
-    assert rendered == chat_prompt("Find x.")
+    assert rendered == "<|im_start|>user\nFind x.<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_serve_keeps_a_checkpoints_own_template_and_the_users_engine_flags(tmp_path):

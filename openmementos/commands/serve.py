@@ -30,12 +30,12 @@ def serve(
 
     Example: openmementos serve --model ckpt/stage2 --port 8000 -- --max-model-len 32768
     """
-    from openmementos.commands.generate import _trained_mask_delimiters
     from openmementos.infer.vllm_serve import ServeSettings
     from openmementos.infer.vllm_serve import serve as start
+    from openmementos.train.record import trained_mask_delimiters
 
     if mask_delimiters is None:
-        mask_delimiters = _trained_mask_delimiters(model)
+        mask_delimiters = trained_mask_delimiters(model)
     settings = ServeSettings(model, host, port, not no_evict, mask_delimiters, tuple(ctx.args))
     try:
         start(settings)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from openmementos.infer.request import VllmMode
 from openmementos.infer.result import GenerationResult
 from openmementos.infer.vllm_plugin.core import (
     EVICT_ARG,
@@ -40,11 +40,6 @@ from openmementos.infer.vllm_plugin.core import (
 from openmementos.train.attention import DelimiterIds, visible_until
 
 PLUGIN_NAME = "openmementos"
-
-
-class VllmMode(StrEnum):
-    evict = "evict"
-    restart = "restart"
 
 
 def require_plugin() -> None:

@@ -16,14 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmementos.chat import CHATML_TEMPLATE
 from openmementos.infer.vllm_plugin.core import EVICT_ENV, MASK_DELIMITERS_ENV
-from openmementos.train.special_tokens import CHAT_END, CHAT_START
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}" + CHAT_START + "{{ message['role'] }}\n{{ message['content'] }}" + CHAT_END + "\n"
-    "{% endfor %}{% if add_generation_prompt %}" + CHAT_START + "assistant\n{% endif %}"
-)
-"""The ChatML turns `openmementos sft` trains on (`openmementos.train.data.chat_prompt` for one user turn)."""
 
 _RESERVED = {
     "--model": "give the checkpoint with --model",

@@ -119,12 +119,17 @@ class FileProgress:
 
 
 @contextmanager
-def row_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[], None]]:
-    """A bar over `total` rows; yields the function that advances it by one."""
+def row_progress(
+    description: str, total: int, enabled: bool = True, transient: bool = False
+) -> Iterator[Callable[..., None]]:
+    """A bar over `total` rows; yields the function that advances it (by one, or by `rows`).
+
+    A context manager rather than a wrapping generator: the bar's thread stops when the block ends, also
+    on an error (a half-consumed generator would stop it whenever it is collected, in any thread).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not enabled
-    ) as bar:
+    columns = (TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not enabled, transient=transient) as bar:
         task = bar.add_task("rows", total=total)
-        yield lambda: bar.advance(task)
+        yield lambda rows=1: bar.advance(task, rows)

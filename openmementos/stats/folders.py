@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from openmementos.runtime.manifest import MANIFEST, data_files, iter_stage
+from openmementos.runtime.progress import row_progress
 from openmementos.runtime.shardio import iter_parquet_rows, iter_records
 from openmementos.schema import AnnotatedTrace, FullRow
 from openmementos.stats.figures import BATCH, RECORDED_COLUMNS, FigureFrame, RecordedTrace, Trace
@@ -53,13 +54,12 @@ def collect(directory: Path, tokenizer: str | None = None, progress: bool = True
     Annotated traces are counted as recorded unless `tokenizer` differs from theirs; published rows are
     counted with `tokenizer` (default cl100k_base).
     """
-    from rich.progress import track
-
     stage_folder = (directory / MANIFEST).exists()
     traces: Iterator[Trace] = iter_recorded(directory) if stage_folder and tokenizer is None else iter_traces(directory)
-    if progress:
-        traces = track(traces, total=folder_trace_count(directory), description="stats", transient=True)
     figures = FigureFrame()
-    while batch := list(islice(traces, BATCH)):
-        figures.add_traces(batch, tokenizer)
+    total = folder_trace_count(directory) if progress else 0
+    with row_progress("stats", total, enabled=progress, transient=True) as advance:
+        while batch := list(islice(traces, BATCH)):
+            figures.add_traces(batch, tokenizer)
+            advance(len(batch))
     return figures.frame()

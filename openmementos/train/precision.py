@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+from openmementos.train.request import DTYPES
 
 
 @dataclass(frozen=True)

@@ -25,43 +25,15 @@ from openmementos.train.attention import DelimiterIds, layer_windows
 from openmementos.train.block_attention import BLOCKS, FLEX, register_memento_attention
 from openmementos.train.data import MementoCollator, encode_conversations
 from openmementos.train.precision import checkpoint_dtype, resolve_precision
+from openmementos.train.record import TRAINING_RECORD
+from openmementos.train.request import ATTENTION_CHOICES, SFTRequest
 from openmementos.train.special_tokens import prepare_model_and_tokenizer
 
-TRAINING_RECORD = "memento_training.json"
 REQUIRED_COLUMNS = ("problem", "response")
 
-ATTENTION_CHOICES = ("auto", "blocks", "flex", "sdpa", "eager")
-"""`--attn-implementation`: auto, the block-structured (`blocks`) or FlexAttention (`flex`) memento
-attention, or the dense reference mask with `sdpa` / `eager`."""
 
 CHECKPOINTING_ABOVE = 8192
 """Gradient checkpointing is on by default when `--max-length` exceeds this many tokens."""
-
-
-@dataclass(frozen=True)
-class SFTConfig:
-    """Settings of one SFT stage; the defaults are the published recipe (SPEC 5)."""
-
-    model: str
-    data: str
-    stage: int
-    out: Path
-    epochs: float = 5.0
-    lr: float = 8e-5
-    warmup_ratio: float = 0.05
-    max_length: int = 32768
-    mask_delimiters: bool = False
-    max_steps: int = -1
-    batch_size: int = 1
-    grad_accum: int = 1
-    gradient_checkpointing: bool | None = None  # None: on when max_length > CHECKPOINTING_ABOVE
-    attn_implementation: str = "auto"
-    dtype: str = "auto"
-    eval_split: float = 0.0  # < 1: a fraction of the rows; >= 1: a number of rows; 0: no evaluation
-    eval_steps: int | None = None  # None: every save_steps
-    save_steps: int = 500
-    logging_steps: int = 10
-    seed: int = 0
 
 
 @dataclass
@@ -111,13 +83,13 @@ def _has_flex_attention() -> bool:
     return True
 
 
-def wants_checkpointing(config: SFTConfig) -> bool:
+def wants_checkpointing(config: SFTRequest) -> bool:
     if config.gradient_checkpointing is not None:
         return config.gradient_checkpointing
     return config.max_length > CHECKPOINTING_ABOVE
 
 
-def run_sft(config: SFTConfig) -> SFTSummary:
+def run_sft(config: SFTRequest) -> SFTSummary:
     """Train one stage and save the model, tokenizer and `memento_training.json` to `config.out`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
@@ -214,7 +186,7 @@ def run_sft(config: SFTConfig) -> SFTSummary:
     trainer.save_model(str(config.out))
 
     history = trainer.state.log_history
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in config.model_dump().items()}
     summary = SFTSummary(
         stage=config.stage,
         mask_delimiters=config.mask_delimiters,
@@ -298,12 +270,6 @@ def _main_process_printer(args):
             print(message, file=sys.stderr)
 
     return say
-
-
-def read_training_record(model_dir: str | Path) -> dict | None:
-    """The `memento_training.json` of a checkpoint folder, or None (a model not trained here)."""
-    path = Path(model_dir) / TRAINING_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _stage_one_delimiters(model: str, tokenizer) -> DelimiterIds:

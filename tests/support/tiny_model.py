@@ -212,14 +212,15 @@ def memorised_memento_model(folder: Path, row: dict, steps: int = 40, family: st
     """Stage 1 then stage 2 on one memento row until the tiny model reproduces it (blocks, mementos).
 
     Greedy decoding of such a model writes real blocks and mementos, so eviction really happens.
-    `settings` go to both stages' `SFTConfig` (e.g. `mask_delimiters=True`).
+    `settings` go to both stages' `SFTRequest` (e.g. `mask_delimiters=True`).
     """
-    from openmementos.train.sft import SFTConfig, run_sft
+    from openmementos.train.request import SFTRequest
+    from openmementos.train.sft import run_sft
 
     data = write_dataset([row], folder / "data")
     fast = {"max_steps": steps, "lr": 3e-3, "batch_size": 1, "save_steps": 10**6, "logging_steps": steps, **settings}
-    run_sft(SFTConfig(model=str(tiny_model_path(family)), data=str(data), stage=1, out=folder / "s1", **fast))
-    run_sft(SFTConfig(model=str(folder / "s1"), data=str(data), stage=2, out=folder / "s2", **fast))
+    run_sft(SFTRequest(model=str(tiny_model_path(family)), data=str(data), stage=1, out=folder / "s1", **fast))
+    run_sft(SFTRequest(model=str(folder / "s1"), data=str(data), stage=2, out=folder / "s2", **fast))
     return folder / "s2"
 
 
