@@ -2,6 +2,9 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,17 @@ def test_resuming_with_other_options_is_refused(tmp_path):
 def test_bad_shard_selection(text):
     with pytest.raises(ValueError, match="--shard"):
         ShardSelection.parse(text)
+
+
+def test_a_rerun_removes_the_manifest_a_dead_writer_left_half_written_but_not_a_live_ones(tmp_path):
+    out = tmp_path / "out"
+    stage(out).run(TASKS[:1])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    killed = out / f".manifest.json.{host}.{int(dead.stdout)}.tmp"  # that process has exited
+    live = out / f".manifest.json.{host}.{os.getppid()}.tmp"  # a process still running (our parent)
+    elsewhere = out / f".manifest.json.other-host.{int(dead.stdout)}.tmp"  # a --shard run on another machine
+    for path in (killed, live, elsewhere):
+        path.write_text("{")
+    stage(out).run(TASKS[:1])
+    assert not killed.exists() and live.exists() and elsewhere.exists()

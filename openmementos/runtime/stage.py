@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from openmementos.runtime.atomic import atomic_write, leftovers
+from openmementos.runtime.atomic import atomic_write, dead_leftovers, leftovers
 from openmementos.runtime.manifest import (
     DONE_DIR,
     LLM_CACHE_DIR,
@@ -322,6 +322,8 @@ class Stage:
         (self.out_dir / DONE_DIR).mkdir(exist_ok=True)
         (self.out_dir / QUARANTINE_DIR).mkdir(exist_ok=True)
         digest = options_hash({k: v for k, v in self.options.items() if k != TRIAL_LIMIT})
+        for debris in dead_leftovers(self.out_dir / MANIFEST):  # of a run killed while writing the manifest
+            debris.unlink(missing_ok=True)
         self._write_manifest(tasks, digest)
         job = ShardJob(self.name, self.out_dir, self.model, self.process, digest, taken)
         with StageProgress(self.description or self.name, len(todo), self.status) as progress:
