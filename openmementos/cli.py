@@ -8,11 +8,12 @@ libraries (datasets, torch, openai) inside the command body, so `openmementos --
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from importlib.metadata import version
+from typing import Annotated, Any
 
 import typer
 
-from openmementos.commands.adapter import command
+from openmementos.commands.adapter import HelpCommand, HelpGroup, command, help_text
 from openmementos.commands.annotate import annotate
 from openmementos.commands.download import download
 from openmementos.commands.generate import generate
@@ -34,22 +35,45 @@ STAGE_COMMANDS: dict[str, Callable[[Any], None]] = {
 }
 """The pipeline's stages, in order: what `openmementos run` calls with each stage's request."""
 
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"openmementos {version('openmementos')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="openmementos",
-    help=(
-        "Build, check, publish and consume MEMENTO training data: reasoning traces cut into blocks, "
-        "each followed by a memento (a terse summary of the block).\n\n"
-        "Pipeline: download -> segment -> annotate -> validate -> stats -> publish "
-        "(or `run PIPELINE.yaml` for all of them); then sft, generate and serve."
+    help=help_text(
+        """Build, check, publish and consume MEMENTO training data: reasoning traces cut into blocks,
+        each followed by a memento (a terse summary of the block).
+
+        Pipeline: download -> segment -> annotate -> validate -> stats -> publish (or `run PIPELINE.yaml`
+        for all of them); then sft, generate and serve."""
     ),
+    cls=HelpGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode="rich",
 )
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
 
 # In pipeline order: that is how `--help` lists them.
 for function in (*STAGE_COMMANDS.values(), run, sft, generate):
-    app.command()(command(function))
+    app.command(cls=HelpCommand)(command(function))
 # serve hands the arguments after `--` to vLLM.
-app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(serve)
+app.command(
+    cls=HelpCommand,
+    help=help_text(serve.__doc__),
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)(serve)

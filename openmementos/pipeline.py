@@ -3,19 +3,28 @@
 A pipeline file names a working folder and the options of each stage it runs::
 
     name: demo
-    workdir: out/demo
+    workdir: ../out/demo
     stages:
       download: {sample: true}
       segment: {scorer: heuristic}
       annotate: {model: extractive}
-      validate: {require_ascii: true}
+      validate: {require_ascii: true, report: validate_report.json}
       stats: {}
-      publish: {to: out/demo/published}
+      publish: {to: published}
 
 Stages always run in the order download -> segment -> annotate -> validate -> stats -> publish (any may
 be left out). Each writes to `<workdir>/<stage>` and reads the folder of the stage before it; `in_dir`
 and `out_dir` override that (the first stage of a pipeline without `download` needs `in_dir`).
-Relative paths are relative to the folder you run from, as on the command line.
+
+Relative paths do not depend on the folder you run from:
+
+- `workdir` is relative to the pipeline file's folder;
+- what a stage reads from outside the pipeline (`in_dir`, download's `input`, publish's `lineage`) is
+  relative to the pipeline file's folder too;
+- every other path, which is what the stages write (`out_dir`, `report`, `to`, `plots`, `csv`,
+  `parquet`, `cache_dir`), is relative to the workdir.
+
+So a copy of a pipeline file with another `workdir` writes only under its own workdir.
 
 A stage's options are the fields of its request model (`DownloadRequest`, `SegmentRequest`, ...), which
 are also its command's options with dashes as underscores (`min_block_tokens`, `lambda`, `judge`), so
@@ -27,13 +36,15 @@ environment (`OPENAI_API_KEY`, `HF_TOKEN`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from openmementos import annotate, download, publish, segment, stats, validate
 from openmementos.annotate.request import AnnotateRequest
@@ -69,6 +80,8 @@ RUNNERS: dict[str, Callable[[Any], Any]] = {
 STAGES = tuple(REQUESTS)
 PRODUCES_FOLDER = {"download", "segment", "annotate", "validate"}
 """Stages whose output folder the next stage reads (stats and publish only read)."""
+READ_PATHS = frozenset({"in_dir", "input", "lineage"})
+"""Path options naming what a stage reads from outside the pipeline: relative to the pipeline file's folder."""
 
 
 class PipelineError(ValueError):
@@ -81,7 +94,9 @@ class PipelineFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="A label for the run.")
-    workdir: Path = Field(description="Stage folders go to <workdir>/<stage> unless a stage sets out_dir.")
+    workdir: Path = Field(
+        description="Stage folders go to <workdir>/<stage> unless a stage sets out_dir; relative to the file's folder."
+    )
     stages: dict[str, dict[str, Any] | None] = Field(description="Stage name -> its options, in run order.")
 
     @field_validator("stages")
@@ -130,7 +145,33 @@ def load_pipeline(path: Path) -> list[StageCall]:
         spec = PipelineFile.model_validate(raw if raw is not None else {})
     except ValidationError as error:
         raise PipelineError(f"{path}: " + _errors(error)) from None
-    return plan(spec, path)
+    return plan(spec, path, base=path.parent)
+
+
+def _under(base: Path, path: Path) -> Path:
+    """`path` relative to `base` (as written when absolute), without `..` detours."""
+    return Path(os.path.normpath(base / path))
+
+
+def _is_path(info: FieldInfo) -> bool:
+    kinds = (info.annotation, *get_args(info.annotation))
+    return Path in kinds or list[Path] in kinds
+
+
+def _resolved(options: dict[str, Any], request_type: type[Request], base: Path, workdir: Path) -> dict[str, Any]:
+    """The path options given in a pipeline file, resolved as the module docstring says."""
+    resolved = dict(options)
+    for name, info in request_type.model_fields.items():
+        key = request_type.key_of(name)
+        value = options.get(key)
+        if value is None or not _is_path(info):
+            continue
+        root = base if name in READ_PATHS else workdir
+        if isinstance(value, list):
+            resolved[key] = [_under(root, Path(item)) for item in value]
+        elif isinstance(value, str | Path):
+            resolved[key] = _under(root, Path(value))
+    return resolved
 
 
 def secret_keys(request_type: type[Request]) -> dict[str, str]:
@@ -142,11 +183,15 @@ def secret_keys(request_type: type[Request]) -> dict[str, str]:
     }
 
 
-def plan(spec: PipelineFile, path: Path | str = "pipeline") -> list[StageCall]:
-    """Turn a checked pipeline file into stage calls, chaining each stage's input to the previous output."""
+def plan(spec: PipelineFile, path: Path | str = "pipeline", base: Path = Path()) -> list[StageCall]:
+    """Turn a checked pipeline file into stage calls, chaining each stage's input to the previous output.
+
+    `base` is the pipeline file's folder: relative paths resolve from it and from the workdir.
+    """
     calls: list[StageCall] = []
     previous: Path | None = None
     folders: list[Path] = []
+    workdir = _under(base, spec.workdir)
     for stage, given in spec.stages.items():
         request_type = REQUESTS[stage]
         options = dict(given or {})
@@ -155,15 +200,16 @@ def plan(spec: PipelineFile, path: Path | str = "pipeline") -> list[StageCall]:
                 raise PipelineError(
                     f"{path}: stages.{stage}.{key}: secrets never go in a pipeline file; set ${variable} instead"
                 )
+        options = _resolved(options, request_type, base, workdir)
         fields = request_type.model_fields
         if "in_dir" in fields and "in_dir" not in options:
             if previous is None:
                 raise PipelineError(f"{path}: stages.{stage}: the first stage needs in_dir (or start with download)")
             options["in_dir"] = previous
         if "out_dir" in fields and "out_dir" not in options:
-            options["out_dir"] = spec.workdir / stage
+            options["out_dir"] = workdir / stage
         if stage == "stats":
-            options.setdefault("plots", spec.workdir / "stats")
+            options.setdefault("plots", workdir / "stats")
         if stage == "publish":
             options.setdefault("lineage", list(folders))
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from support.annotate_script import assert_each_once, make_trace, responder, write_segmented
 from support.openai_standin import Faults, OpenAIStandIn
+from support.signals import sigint_raises
 
 from openmementos.runtime.manifest import read_manifest
 
@@ -26,17 +27,27 @@ def command(in_dir: Path, out_dir: Path, base_url: str) -> list[str]:
 
 
 def interrupt_mid_run(server: OpenAIStandIn, cmd: list[str], sig: signal.Signals) -> tuple[Counter[str], int, str]:
-    """Start annotate, stop it with `sig` after some answers; return the answers it surely received."""
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while sum(server.stats().chat_answered.values()) < 20:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "annotate made no progress"
-        time.sleep(0.05)
-    answered = server.stats().chat_answered
-    time.sleep(0.3)  # every answer in the snapshot has reached the client (and its cache) by now
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=60)
+    """Start annotate, stop it with `sig` after some answers; return the answers it surely received.
+
+    The child gets SIGINT's default disposition even when this test run ignores it (`nohup make test`),
+    and it is killed if it has not stopped within a minute, so the test can fail but never hang.
+    """
+    with sigint_raises():
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(server.stats().chat_answered.values()) < 20:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "annotate made no progress"
+            time.sleep(0.05)
+        answered = server.stats().chat_answered
+        time.sleep(0.3)  # every answer in the snapshot has reached the client (and its cache) by now
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     time.sleep(0.3)  # requests that were in flight at the stand-in finish
     server.set_faults(FAULTS)  # reset the counters: from here on we count what the rerun sends
     return answered, process.returncode, out + err

@@ -95,7 +95,7 @@ def test_stratified_selection_is_exact_and_sharded_runs_equal_one_run(corpus, tm
 
 def test_resuming_with_other_options_is_refused_before_any_work(corpus, tmp_path):
     run(tmp_path, corpus, limit=10)
-    with pytest.raises(StageError, match="other selection_request"):
+    with pytest.raises(StageError, match=r"other options: selection_request\.limit was 10, now 11"):
         run(tmp_path, corpus, limit=11)
     again = run(tmp_path, corpus, limit=10)  # same options: a no-op resume
     assert again.manifest.complete

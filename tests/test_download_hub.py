@@ -30,6 +30,7 @@ SELECT = ["--limit", "300", "--ratio", "math=0.5", "--ratio", "code=0.3", "--rat
 def hub(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ot3-repo")
     write_ot3_parquet(folder, ROWS, SHARDS, row_group_size=50)
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A mini OpenThoughts3\n")
     with HubStandin() as standin:
         standin.commit_sha = standin.seed_dataset(REPO, folder)
         yield standin
@@ -71,6 +72,7 @@ def test_hub_download_counts_filters_ratios_and_manifest(hub, uninterrupted):
     source = manifest.options["input"]
     assert (source["kind"], source["dataset"], source["revision"]) == ("hub", REPO, "main")
     assert source["commit"] == hub.commit_sha and len(source["files"]) == SHARDS
+    assert source["license"] == "apache-2.0"  # from the dataset card: the default licence of a publish
     selection = manifest.options["selection"]
     assert selection["drawn"] == {"math": 150, "code": 90, "science": 60}
     assert selection["not_selected"] == ROWS - 300 - selection["unclassified"]

@@ -211,3 +211,58 @@ def test_the_library_runs_a_pipeline_exactly_as_the_cli_does(demo_run, tmp_path)
     assert published and all(
         (demo_run.published / name).read_bytes() == (tmp_path / "published" / name).read_bytes() for name in published
     )
+
+
+def every_path(request: object) -> list[Path]:
+    values = [getattr(request, name) for name in type(request).model_fields]
+    return [p for value in values for p in (value if isinstance(value, list) else [value]) if isinstance(p, Path)]
+
+
+def test_a_copied_pipeline_writes_only_under_its_own_workdir_wherever_it_runs_from(tmp_path, monkeypatch):
+    spec = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
+    spec["workdir"] = "work"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "demo.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    calls = {call.name: call for call in load_pipeline(Path("../mine/demo.yaml"))}
+    work = (tmp_path / "mine" / "work").resolve()
+    assert calls["validate"].request.report.resolve() == work / "validate_report.json"
+    assert calls["publish"].request.to.resolve() == work / "published"
+    assert calls["stats"].request.plots.resolve() == work / "stats"
+    assert all(p.resolve().is_relative_to(work) for call in calls.values() for p in every_path(call.request))
+
+    result = CliRunner().invoke(app, ["run", "../mine/demo.yaml", "--until", "segment"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert list(Path().iterdir()) == []  # nothing in the folder it ran from
+    assert sorted(p.name for p in work.iterdir()) == ["download", "segment"]
+
+
+def test_the_shipped_demo_writes_under_out_demo_wherever_it_runs_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = {call.name: call for call in load_pipeline(ROOT / "pipelines" / "demo.yaml")}
+    assert calls["download"].request.out_dir == ROOT / "out" / "demo" / "download"
+    assert calls["publish"].request.to == ROOT / "out" / "demo" / "published"
+
+
+def test_read_paths_are_relative_to_the_pipeline_file_and_written_ones_to_the_workdir(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    path = write(
+        tmp_path / "recipes" / "p.yaml",
+        """\
+        name: mine
+        workdir: ../runs/mine
+        stages:
+          download: {input: data/traces.jsonl}
+          segment: {cache_dir: shared-cache}
+          validate: {report: reports/validate.json}
+          publish: {to: published, lineage: [../runs/old/download]}
+        """,
+    )
+    calls = {call.name: call for call in load_pipeline(path)}
+    recipes, work = tmp_path / "recipes", tmp_path / "runs" / "mine"
+    assert calls["download"].request.input == recipes / "data" / "traces.jsonl"
+    assert calls["segment"].request.cache_dir == work / "shared-cache"
+    assert calls["validate"].request.report == work / "reports" / "validate.json"
+    assert calls["publish"].request.to == work / "published"
+    assert calls["publish"].request.lineage == [tmp_path / "runs" / "old" / "download"]

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from openmementos.cli import app
 from openmementos.publish import PublishError, PublishRequest, PublishResult, run_publish
+from openmementos.publish.build import source_license, traced_lineage
+from openmementos.publish.card import StageRecord
 from openmementos.validate import ValidateRequest, run_validate
 
 TOKEN = "secret-test-token-123"
@@ -203,3 +205,35 @@ def test_published_shards_follow_validated_order_across_shards(tmp_path):
     ]
     order = [n for shard in range(3) for n in range(shard, 7, 3)]
     assert problems == [make_trace(n).problem for n in order]
+
+
+def test_a_hand_run_publish_finds_its_recipe_and_licence_in_the_stage_folders(demo_run, tmp_path):
+    """No --lineage, no --license: the validate folder's manifest leads to annotate, segment and download."""
+    result = CliRunner().invoke(
+        app, ["publish", str(demo_run.workdir / "validate"), "--to", str(tmp_path / "pub")], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "pub" / "README.md").read_text()
+    assert "- **Source traces:** the sample of reasoning traces embedded in `openmementos`" in card
+    assert [stage for stage in ("download", "segment", "annotate", "validate") if f"| `{stage}` |" in card] == [
+        "download", "segment", "annotate", "validate"
+    ]  # fmt: skip
+    assert "\nlicense: mit\n" in card and "Released under `mit`." in card  # the sample's licence
+    assert "[arXiv 2604.09852](https://arxiv.org/abs/2604.09852)" in card
+    assert "[microsoft/OpenMementos](https://huggingface.co/datasets/microsoft/OpenMementos)" in card
+    assert "@misc{kontonis2026memento" in card and "eprint        = {2604.09852}" in card
+    assert traced_lineage(demo_run.workdir / "validate") == [
+        demo_run.workdir / stage for stage in ("download", "segment", "annotate")
+    ]
+
+
+def test_without_a_recorded_source_the_licence_is_unknown_until_given(validated, tmp_path):
+    unknown = publish(validated, to=tmp_path / "a").build.card
+    assert "\nlicense: unknown\n" in unknown and "No licence is declared" in unknown
+    assert "\nlicense: cc-by-4.0\n" in publish(validated, to=tmp_path / "b", license="cc-by-4.0").build.card
+
+
+def test_the_licence_comes_from_what_download_recorded():
+    hub = StageRecord("download", 1, 0, {}, {"input": {"kind": "hub", "license": "apache-2.0"}})
+    assert source_license([hub]) == "apache-2.0"
+    assert source_license([StageRecord("download", 1, 0, {}, {"input": {"kind": "local"}})]) == "unknown"

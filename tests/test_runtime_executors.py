@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from support.ot3_rows import write_ot3_parquet
 
+from openmementos.annotate import AnnotateRequest, run_annotate
 from openmementos.download import DownloadRequest, run_download
 from openmementos.runtime.manifest import read_manifest
 from openmementos.runtime.shardio import read_quarantine
@@ -62,12 +63,13 @@ def test_ray_writes_what_the_local_executor_writes(local_ray: None, downloaded: 
     assert local.manifest.complete and on_ray.manifest.complete and local.manifest.rows > 100
     assert folder_contents(tmp_path / "ray") == folder_contents(tmp_path / "local")
 
-    # validate reads annotated traces; a segment folder has none, so every row is quarantined the same way
+    annotated_dir = tmp_path / "annotated"
+    annotated = run_annotate(AnnotateRequest(in_dir=tmp_path / "local", out_dir=annotated_dir)).manifest
     validated = [
-        run_validate(ValidateRequest(in_dir=tmp_path / "local", out_dir=tmp_path / f"checked-{kind}", executor=kind))
+        run_validate(ValidateRequest(in_dir=annotated_dir, out_dir=tmp_path / f"checked-{kind}", executor=kind))
         for kind in ("local", "ray")
     ]
-    assert [v.manifest.quarantined for v in validated] == [local.manifest.rows] * 2
+    assert [v.manifest.rows + v.manifest.quarantined for v in validated] == [annotated.rows] * 2
     assert folder_contents(tmp_path / "checked-ray") == folder_contents(tmp_path / "checked-local")
 
 

@@ -2,6 +2,9 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,8 +66,8 @@ def test_crash_then_resume_equals_a_clean_run(tmp_path, monkeypatch):
     partial = read_manifest(out)
     assert not partial.complete and list(partial.done) == ["part-00000"]
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*"))  # no half-written file left behind
-    with pytest.raises(StageError, match="incomplete"):
-        input_shards(out, ShardSelection())
+    with pytest.raises(StageError, match="unfinished `square` run: 3 of 4 shards"):
+        input_shards(out, ShardSelection(), reader="cube", expects="square")
     assert stage(out).run(TASKS).complete
     clean = tmp_path / "clean"
     stage(clean).run(TASKS)
@@ -91,3 +94,17 @@ def test_resuming_with_other_options_is_refused(tmp_path):
 def test_bad_shard_selection(text):
     with pytest.raises(ValueError, match="--shard"):
         ShardSelection.parse(text)
+
+
+def test_a_rerun_removes_the_manifest_a_dead_writer_left_half_written_but_not_a_live_ones(tmp_path):
+    out = tmp_path / "out"
+    stage(out).run(TASKS[:1])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    killed = out / f".manifest.json.{host}.{int(dead.stdout)}.tmp"  # that process has exited
+    live = out / f".manifest.json.{host}.{os.getppid()}.tmp"  # a process still running (our parent)
+    elsewhere = out / f".manifest.json.other-host.{int(dead.stdout)}.tmp"  # a --shard run on another machine
+    for path in (killed, live, elsewhere):
+        path.write_text("{")
+    stage(out).run(TASKS[:1])
+    assert not killed.exists() and live.exists() and elsewhere.exists()

@@ -29,7 +29,15 @@ from openmementos.llm.shards import LLMShardProcessor
 from openmementos.runtime.manifest import Manifest, StageError, done_marker, read_manifest
 from openmementos.runtime.selection import ShardSelection
 from openmementos.runtime.shardio import iter_records, parquet_rows
-from openmementos.runtime.stage import Quarantined, ShardTask, Stage, first_of, shard_limits, tasks_over
+from openmementos.runtime.stage import (
+    Quarantined,
+    ShardTask,
+    Stage,
+    check_resumable,
+    first_of,
+    shard_limits,
+    tasks_over,
+)
 from openmementos.schema import AnnotatedTrace, SegmentedTrace
 
 AnnotateRow = AnnotatedTrace | Quarantined
@@ -148,7 +156,7 @@ class _Inputs:
 def _inputs(request: AnnotateRequest) -> _Inputs:
     """The shard tasks, per-shard limits and the number of traces this run has left to annotate."""
     selection: ShardSelection = request.shard
-    tasks = tasks_over(request.in_dir, selection)
+    tasks = tasks_over(request.in_dir, selection, reader=STAGE, expects="segment")
     picked = [task for task in tasks if selection.picks(task.index)]
     limits = shard_limits(picked, request.limit)
     todo = [task.name for task in picked if not done_marker(request.out_dir, task.name).exists()]
@@ -160,6 +168,11 @@ def run_annotate(request: AnnotateRequest) -> AnnotateResult:
     """Annotate every trace of a finished `segment` folder into `request.out_dir` (resumable per shard)."""
     settings = request.recipe()
     inputs = _inputs(request)
+    if settings.model == EXTRACTIVE:
+        options = stage_options(EXTRACTIVE, EXTRACTIVE_VERSION, request.limit, None)
+    else:
+        options = stage_options(settings.model, default_prompts().version, request.limit, settings)
+    check_resumable(request.out_dir, STAGE, options, [task.name for task in inputs.tasks])  # before anything is made
     live = LiveStatus(inputs.todo_traces)
     if settings.model == EXTRACTIVE:
         executor = request.make_executor()
@@ -169,7 +182,7 @@ def run_annotate(request: AnnotateRequest) -> AnnotateResult:
             out_dir=request.out_dir,
             model=AnnotatedTrace,
             process=ExtractiveShards(request.out_dir, inputs.limits, live if one_process else None),
-            options=stage_options(EXTRACTIVE, EXTRACTIVE_VERSION, request.limit, None),
+            options=options,
             description="annotate (extractive)",
             status=live if one_process else None,
         )
@@ -186,7 +199,7 @@ def run_annotate(request: AnnotateRequest) -> AnnotateResult:
             out_dir=request.out_dir,
             model=AnnotatedTrace,
             process=process,
-            options=stage_options(settings.model, default_prompts().version, request.limit, settings),
+            options=options,
             description=f"annotate ({settings.model}{', batch' if request.batch else ''})",
             status=live,
         )

@@ -3,9 +3,13 @@
 A command module writes `def segment(request: SegmentRequest) -> None` (docstring = the command's help,
 body = run the library, print the result); `command(segment)` gives Typer a function whose parameters
 are the request's fields (types, defaults, bounds, help, panels) and which validates what was typed into
-the request before calling it. Errors a user can act on (`USER_ERRORS`) end the command with one
-`error: ...` line and exit status 1 (an LLM failure mid-run adds that a rerun resumes); Ctrl-C ends it
-with the resume hint and status 130.
+the request before calling it. Errors a user can act on end the command with one `error: ...` line and
+exit status 1 (an LLM failure mid-run adds that a rerun resumes); Ctrl-C ends it with the resume hint
+and status 130.
+
+Help is rendered with rich markup (`help_text`): prose paragraphs reflow to the terminal, examples keep
+their lines, and every word shows, `<think>` and `train-*.parquet` included. Flags show no value
+placeholder (`HelpCommand`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import typer
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from openmementos.commands import exit_interrupted
 from openmementos.options import Request, cli_of
@@ -34,6 +40,33 @@ RESUME_HINT = "Every answer received so far is cached; rerun the same command to
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(1)
+
+
+def help_text(doc: str | None) -> str:
+    """A docstring as rich help shows it whole: each prose paragraph on one line (rich wraps it to the
+    terminal), indented paragraphs (examples) line by line, and markup characters escaped."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    kept = [p if p[:1].isspace() or "\n " in p else " ".join(p.split("\n")) for p in paragraphs]
+    return escape("\n\n".join(kept))
+
+
+class _PlainFlags:
+    """Typer shows a `<bool>` type next to every flag, though a flag takes no value: show none."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_bool_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class HelpCommand(_PlainFlags, TyperCommand):
+    """The class of every `openmementos` command."""
+
+
+class HelpGroup(_PlainFlags, TyperGroup):
+    """The class of the `openmementos` app."""
 
 
 def flag_of(name: str, info: FieldInfo) -> str:
@@ -77,7 +110,8 @@ def parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     plain_default = info.default is None or isinstance(info.default, (*_PLAIN, Enum))
     default = ... if required else (info.default if plain_default else None)
     shown = not required and plain_default and info.default is not None and info.annotation is not SecretStr
-    common: dict[str, Any] = {"help": info.description, "metavar": cli.metavar, "show_default": shown}
+    metavar = cli.metavar or (flag_of(name, info) if cli.argument else None)
+    common: dict[str, Any] = {"help": escape(info.description or ""), "metavar": metavar, "show_default": shown}
     if cli.argument:
         declaration: Any = typer.Argument(**common)
     else:
@@ -133,6 +167,7 @@ def command(function: Callable[[Any], None]) -> Callable[..., None]:
     parameters = [parameter(name, request_type.model_fields[name]) for name in ordered_fields(request_type)]
     # Typer must read these parameters, not `function`'s (`wraps` copied its name, help and annotations).
     typer_command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    typer_command.__doc__ = help_text(function.__doc__)
     typer_command.__annotations__ = {p.name: p.annotation for p in parameters}
     del typer_command.__wrapped__
     return typer_command

@@ -10,6 +10,10 @@ verified against the Hub's ETag, and cached where `datasets` keeps the same file
 fetched twice. The metadata pass of a stratified selection (`strata.py`) is the exception: it reads a
 few small columns of every file not fetched yet through `HfFileSystem` range requests (`open_on_hub`),
 without fetching whole shards.
+
+A file that cannot be decoded (corrupt, truncated, or not in the format its name says) raises
+`UnreadableInput` naming it (`reading`): the stage quarantines that file and goes on with the others.
+Fetching errors are not decoding errors: they are retried, then end the run (a rerun resumes).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +32,15 @@ import pyarrow.parquet as pq
 from openmementos import resources
 from openmementos.runtime.manifest import MANIFEST, data_files
 from openmementos.runtime.selection import ShardSelection
-from openmementos.runtime.stage import input_shards
+from openmementos.runtime.stage import UnreadableInput, input_shards
 
 BATCH_ROWS = 256
 DOWNLOAD_ATTEMPTS = 5
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".arrow": "arrow"}
+SAMPLE_LICENSE = "mit"
+"""The embedded sample was written for this project and ships under its licence."""
+DECODING_ERRORS: tuple[type[Exception], ...] = (pa.ArrowException, ValueError)
+"""What a reader raises for bytes it cannot decode (pyarrow's errors, UnicodeDecodeError, ...)."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +98,48 @@ class HubInput:
     repo_id: str
     commit: str
     files: list[InputFile]
+    license: str | None = None
+    """The licence the dataset's card declares, if any."""
+
+
+@contextmanager
+def reading(file: InputFile, local: bool = True, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn an error decoding `file` (or one of `also`) into `UnreadableInput` with the reader's reason.
+
+    On a local file an `OSError` is a decoding error too (pyarrow raises one for corrupt pages); over the
+    network (`local` False) it is a transport error and propagates.
+    """
+    errors = (*DECODING_ERRORS, *also, OSError) if local else (*DECODING_ERRORS, *also)
+    try:
+        yield
+    except UnreadableInput:
+        raise
+    except errors as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnreadableInput(file.label, reason) from error
 
 
 def iter_rows(file: InputFile, columns: Sequence[str] | None = None) -> Iterator[tuple[int, Row]]:
-    """The rows of a file with their index (the line number for JSON lines), reading only `columns`."""
-    if file.format == "jsonl":
-        yield from _jsonl_rows(file.local_path())
-        return
-    if file.format == "parquet":
-        yield from _parquet_rows(pq.ParquetFile(file.local_path()), columns)
-        return
-    if file.format == "arrow":
-        with pa.memory_map(file.local_path()) as source:
-            yield from _batch_rows(pa.ipc.open_stream(source), columns)
-        return
-    raise ValueError(f"{file.label}: unsupported format {file.format!r}")
+    """The rows of a file with their index (the line number for JSON lines), reading only `columns`.
+
+    Raises `UnreadableInput` when the file cannot be decoded, possibly after some rows.
+    """
+    path = file.local_path()  # fetched first: a fetching error is no reason to quarantine the file
+    with reading(file):
+        if file.format == "jsonl":
+            yield from _jsonl_rows(path)
+        elif file.format == "parquet":
+            yield from _parquet_rows(pq.ParquetFile(path), columns)
+        elif file.format == "arrow":
+            with pa.memory_map(path) as source:
+                yield from _batch_rows(pa.ipc.open_stream(source), columns)
+        else:
+            raise ValueError(f"{file.label}: unsupported format {file.format!r}")
+
+
+def has_rows(file: InputFile) -> bool:
+    """Whether a file holds at least one row (a JSON-lines file: one non-blank line)."""
+    return next(iter_rows(file), None) is not None
 
 
 def open_on_hub(file: InputFile) -> Any:
@@ -156,10 +192,11 @@ def column_names(file: InputFile, probe_rows: int = 1000) -> list[str]:
     """The columns of a file (for JSON lines: the keys found in its first `probe_rows` objects)."""
     if file.format == "parquet":
         path = file.cached_path()
-        if path is None:
-            with open_on_hub(file) as handle:
-                return pq.read_schema(handle).names
-        return pq.read_schema(path).names
+        with reading(file, local=path is not None):
+            if path is None:
+                with open_on_hub(file) as handle:
+                    return pq.read_schema(handle).names
+            return pq.read_schema(path).names
     names: dict[str, None] = {}
     for _, row in itertools.islice(iter_rows(file), probe_rows):
         if isinstance(row, dict):
@@ -181,13 +218,14 @@ def hub_input(repo_id: str, revision: str, config: str | None, split: str) -> Hu
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        commit = HfApi().dataset_info(repo_id, revision=revision).sha or ""
+        info = HfApi().dataset_info(repo_id, revision=revision)
     except RevisionNotFoundError as error:
         raise ValueError(f"dataset {repo_id} has no revision {revision!r}") from error
     except RepositoryNotFoundError as error:
         raise ValueError(f"dataset {repo_id} was not found on the Hub (or it is private: log in first)") from error
     except Exception as error:  # offline mode, refused connections, timeouts: each transport has its own types
         raise ValueError(f"cannot reach the Hub to read dataset {repo_id}: {error}") from error
+    commit = info.sha or ""
     try:
         builder = datasets.load_dataset_builder(repo_id, config, revision=commit)
     except (datasets.exceptions.DatasetsError, FileNotFoundError, ValueError) as error:
@@ -202,7 +240,15 @@ def hub_input(repo_id: str, revision: str, config: str | None, split: str) -> Hu
             raise ValueError(f"{url} is not a file of {repo_id} at {commit}")
         label = url[len(prefix) :]
         files.append(InputFile(label=label, format=_format(label), repo_id=repo_id, revision=commit))
-    return HubInput(repo_id, commit, files)
+    return HubInput(repo_id, commit, files, _card_license(info.card_data))
+
+
+def _card_license(card_data: Any) -> str | None:
+    """The licence id a dataset card's metadata declares (the first, when it lists several)."""
+    declared = card_data.get("license") if card_data is not None else None
+    if isinstance(declared, list):
+        declared = declared[0] if declared else None
+    return str(declared) if declared else None
 
 
 def local_input(path: Path, split: str) -> list[InputFile]:
@@ -222,7 +268,7 @@ def local_input(path: Path, split: str) -> list[InputFile]:
         names = [entry["filename"] for entry in state["_data_files"]]
         return [InputFile(label=name, format="arrow", path=str(path / name)) for name in names]
     if (path / MANIFEST).exists():
-        input_shards(path, ShardSelection())  # refuses an unfinished stage output
+        input_shards(path, ShardSelection(), reader="download", expects="download")  # refuses unfinished output
         found = data_files(path)
     else:
         found = sorted(

@@ -61,6 +61,11 @@ class DownloadRequest(ExecutorOptions):
         "datasets save_to_disk folder, or the output of an earlier `openmementos download`.",
     )
     sample: bool = Field(False, description="Use the ~30 traces embedded in the package (offline; the demo's input).")
+    retry_unreadable: bool = Field(
+        False,
+        description="Read again the input files an earlier run quarantined as unreadable (corrupt, truncated, "
+        "another format); by default a rerun leaves them out.",
+    )
     limit: Annotated[int | None, Cli(panel=SELECTION_PANEL)] = Field(
         None, ge=1, description="Draw exactly this many input rows (before the filters)."
     )

@@ -9,26 +9,29 @@ place, and the manifest accounts for all of them:
   reasons of `filters.py`, `unreadable` for undecodable lines). The quarantine record points at the
   input row (file and row index, plus its metadata) instead of copying it: the Hub input is pinned to
   a commit, and copying would make OpenThoughts3's quarantine about as large as the dataset;
+- in a file that cannot be read at all (corrupt, truncated, another format): the file is quarantined
+  by name with the reader's reason (`unreadable_file`; the manifest lists it under `unreadable`), its
+  shard is empty and the run goes on. A rerun leaves it alone unless `retry_unreadable`;
 - not selected by the stratified selection: not errors, so not quarantined one by one, but counted
   per domain in the manifest (`options.selection`, which also holds the whole plan).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from openmementos.download.filters import Filters
 from openmementos.download.mapping import ColumnMapping
 from openmementos.download.readers import (
+    SAMPLE_LICENSE,
     InputFile,
     Row,
     Unreadable,
     column_names,
+    has_rows,
     hub_input,
     iter_rows,
     local_input,
@@ -44,9 +47,9 @@ from openmementos.download.sampling import (
     allocate,
 )
 from openmementos.download.strata import file_strata
-from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, read_manifest, shard_name
+from openmementos.runtime.manifest import Manifest, StageError, shard_name
 from openmementos.runtime.progress import FileProgress
-from openmementos.runtime.stage import Quarantined, ShardTask, Stage
+from openmementos.runtime.stage import Quarantined, ShardTask, Stage, UnreadableInput, check_resumable
 from openmementos.schema import SourceTrace, TraceRejected
 
 
@@ -73,7 +76,7 @@ def run_download(request: DownloadRequest) -> DownloadResult:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()  # the stage's bar shows progress; per-file bars from workers would garble it
-    mapping = request.mapping().resolve(column_names(files[0]))
+    mapping = request.mapping().resolve(probe_columns(files))
     filters, selection = request.filters(), request.selection()
     options: dict[str, Any] = {
         "input": input_json,
@@ -81,19 +84,30 @@ def run_download(request: DownloadRequest) -> DownloadResult:
         "filters": asdict(filters),
         "selection_request": selection.as_json() if selection else None,
     }
-    previous = _previous_options(request.out_dir, options)
+    shards = [shard_name(index) for index in range(len(files))]
+    # Refuses a folder made with other options before any planning, naming what differs (the plan
+    # follows from the other options).
+    previous = check_resumable(request.out_dir, STAGE, options, shards, ignore=("selection",))
     plan = None
     if selection is not None:
         if previous is not None:
-            plan = SelectionPlan.from_json(previous["selection"])
+            plan = SelectionPlan.from_json(previous.options["selection"])
         else:
             plan = make_plan(files, mapping, selection)
         options["selection"] = plan.as_json()
     tasks = [
-        ShardTask(index, shard_name(index), ShardSource(file, index, mapping, filters, plan))
-        for index, file in enumerate(files)
+        ShardTask(index, name, ShardSource(file, index, mapping, filters, plan))
+        for index, (name, file) in enumerate(zip(shards, files, strict=True))
     ]
-    stage = Stage(STAGE, request.out_dir, SourceTrace, convert_shard, options=options, description="download")
+    stage = Stage(
+        STAGE,
+        request.out_dir,
+        SourceTrace,
+        convert_shard,
+        options=options,
+        description="download",
+        retry_unreadable=request.retry_unreadable,
+    )
     executor = request.make_executor(default_workers=min(8, os.cpu_count() or 1))
     return DownloadResult(stage.run(tasks, request.shard, executor), plan)
 
@@ -101,7 +115,7 @@ def run_download(request: DownloadRequest) -> DownloadResult:
 def _resolve_input(request: DownloadRequest) -> tuple[list[InputFile], dict[str, Any]]:
     if request.sample:
         files = sample_input()
-        return files, {"kind": "sample", "files": [f.label for f in files]}
+        return files, {"kind": "sample", "files": [f.label for f in files], "license": SAMPLE_LICENSE}
     if request.input is not None:
         files = local_input(request.input, request.split)
         return files, {"kind": "local", "path": str(request.input.resolve()), "files": [f.label for f in files]}
@@ -117,43 +131,51 @@ def _resolve_input(request: DownloadRequest) -> tuple[list[InputFile], dict[str,
         "config": request.config,
         "split": request.split,
         "files": [f.label for f in hub.files],
+        "license": hub.license,
     }
     return hub.files, input_json
 
 
-def _previous_options(out_dir: Path, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The options of the run being resumed in `out_dir` (None for a new folder).
+def probe_columns(files: list[InputFile]) -> list[str]:
+    """The columns of the first input file that shows any (an empty or unreadable file tells nothing).
 
-    Refuses a folder made with other options before any planning, naming what differs.
+    Refuses an input whose files are all empty ("no rows") or all unreadable (each with its reason).
     """
-    if not (out_dir / MANIFEST).exists():
-        return None
-    previous = read_manifest(out_dir)
-    mine = json.loads(json.dumps(options, default=str))
-    compared = (set(mine) | set(previous.options)) - {"selection"}  # the plan follows from the other options
-    differing = sorted(key for key in compared if mine.get(key) != previous.options.get(key))
-    if previous.stage != STAGE or differing:
-        raise StageError(
-            f"{out_dir} holds a '{previous.stage}' run made with other {', '.join(differing) or 'options'}: "
-            "resume it with the same options, or write to a new folder"
-        )
-    return previous.options
+    unreadable: list[UnreadableInput] = []
+    for file in files:
+        try:
+            if names := column_names(file):
+                return names
+            if has_rows(file):
+                return []  # rows, but none with columns: the mapping says what it misses
+        except UnreadableInput as error:
+            unreadable.append(error)
+    if len(unreadable) == len(files):
+        listed = "; ".join(map(str, unreadable[:3])) + ("; ..." if len(unreadable) > 3 else "")
+        raise StageError(f"no input file could be read ({listed})")
+    names = ", ".join(f.label for f in files[:3]) + (", ..." if len(files) > 3 else "")
+    raise StageError(f"the input has no rows: {names} {'is' if len(files) == 1 else 'are'} empty")
 
 
 def make_plan(files: list[InputFile], mapping: ColumnMapping, request: SelectionRequest) -> SelectionPlan:
     """Two passes over the metadata columns of every file: stratum sizes, then per-stratum hash bounds."""
     counts = StratumCounts()
+    unreadable: set[int] = set()  # no row of theirs is selected: the main pass quarantines them by name
     with FileProgress("selection: counting strata", len(files)) as progress:
-        for file in files:
-            strata = file_strata(file, mapping)
+        for index, file in enumerate(files):
+            try:
+                strata = file_strata(file, mapping)
+            except UnreadableInput:
+                strata = []
+                unreadable.add(index)
             counts.add_file((group.stratum, group.rows) for group in strata)
             progress.file_done(sum(group.rows for group in strata))
     quotas, summary = allocate(counts, request)
     finder = BoundFinder(request.seed, quotas, counts.sizes)
     if finder.needed:
         with FileProgress(f"selection: drawing (seed {request.seed})", len(files)) as progress:
-            for file in files:
-                strata = file_strata(file, mapping, indices=True)
+            for index, file in enumerate(files):
+                strata = [] if index in unreadable else file_strata(file, mapping, indices=True)
                 for group in strata:
                     if finder.wants(group.stratum):
                         finder.add(group.stratum, row_keys(file, group.indices or ()))

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from openmementos.download.mapping import ColumnMapping
-from openmementos.download.readers import InputFile, Unreadable, iter_rows, open_on_hub, present_columns
+from openmementos.download.readers import InputFile, Unreadable, iter_rows, open_on_hub, present_columns, reading
 from openmementos.download.sampling import Stratum
 
 _ROW = "__row_index"
@@ -41,10 +41,19 @@ class StratumRows:
 
 
 def file_strata(file: InputFile, mapping: ColumnMapping, indices: bool = False) -> list[StratumRows]:
-    """The rows of `file` per stratum, with their row indices (as `iter_rows` numbers them) if `indices`."""
+    """The rows of `file` per stratum, with their row indices (as `iter_rows` numbers them) if `indices`.
+
+    Raises `UnreadableInput` when the file cannot be decoded.
+    """
     columns = mapping.metadata_columns()
     if file.format == "jsonl":
         return _classified_row_by_row(file, mapping, columns, indices)
+    local = file.format == "arrow" or file.cached_path() is not None
+    with reading(file, local=local, also=(pl.exceptions.PolarsError,)):
+        return _grouped(file, mapping, columns, indices)
+
+
+def _grouped(file: InputFile, mapping: ColumnMapping, columns: Sequence[str], indices: bool) -> list[StratumRows]:
     frame, rows = _metadata_frame(file, columns)
     present = frame.collect_schema().names()
     if not present:  # every stratum value is fixed (`--set`) or absent: one stratum for the whole file

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from openmementos.publish.card import CONFIG_FOLDERS, CardInputs, ConfigInfo, StageRecord, render_card
 from openmementos.publish.request import PublishRequest
-from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, iter_stage, read_manifest
+from openmementos.runtime.manifest import (
+    MANIFEST,
+    Manifest,
+    StageError,
+    iter_stage,
+    read_input,
+    read_manifest,
+    require_finished,
+)
 from openmementos.runtime.progress import row_progress
 from openmementos.runtime.shardio import ShardWriter
 from openmementos.schema import PUBLIC_CONFIGS, AnnotatedTrace
@@ -34,6 +42,8 @@ CARD = "README.md"
 PLOTS_DIR = "plots"
 MANAGED = (CARD, *(f"{folder}/" for folder in CONFIG_FOLDERS.values()), f"{PLOTS_DIR}/")
 """What publish owns in a target: the card and everything under these folders."""
+UNKNOWN_LICENSE = "unknown"
+"""The card's licence when neither --license nor the source traces say one (the Hub accepts this id)."""
 
 
 class PublishError(StageError):
@@ -59,18 +69,11 @@ class Build:
 
 def check_publishable(in_dir: Path) -> Manifest:
     """Refuse anything but a finished `validate` folder (only validated traces are published); its manifest."""
-    if not (in_dir / MANIFEST).exists():
-        raise PublishError(f"{in_dir} is not a stage folder; publish the output of `openmementos validate`")
-    manifest = read_manifest(in_dir)
-    if manifest.stage != VALIDATE_STAGE:
-        raise PublishError(
-            f"{in_dir} holds '{manifest.stage}' output; only validated traces are published: "
-            f"run `openmementos validate {in_dir} VALIDATED_DIR` and publish VALIDATED_DIR"
-        )
-    if not manifest.complete:
-        raise PublishError(
-            f"{in_dir}: validation is not finished ({len(manifest.done)}/{manifest.shards_total} shards)"
-        )
+    try:
+        manifest = read_input(in_dir, reader="publish", expects=VALIDATE_STAGE)
+        require_finished(in_dir, manifest, manifest.shards)
+    except StageError as error:
+        raise PublishError(f"{error}: only validated traces are published") from None
     if manifest.rows == 0:
         raise PublishError(f"{in_dir}: no trace passed validation, nothing to publish")
     return manifest
@@ -91,12 +94,12 @@ def build(request: PublishRequest, folder: Path, load_id: str, progress: bool = 
     frame = figures.frame()
     plots = write_plots(frame, folder / PLOTS_DIR)
     configs = [_config_info(folder, name, n_shards, written) for name in PUBLIC_CONFIGS]
-    lineage = read_lineage([*request.lineage, in_dir])
+    lineage = read_lineage([*(request.lineage or traced_lineage(in_dir)), in_dir])
     card = render_card(
         CardInputs(
             pretty_name=request.pretty_name or Path(load_id).name,
             load_id=load_id,
-            license=request.license,
+            license=request.license or source_license(lineage),
             stats=dataset_stats(frame),
             configs=configs,
             validation=build_report(manifest, in_dir),
@@ -171,6 +174,33 @@ def _config_info(folder: Path, name: str, n_shards: int, rows: int) -> ConfigInf
         num_bytes=sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups)),
         download_size=sum(path.stat().st_size for path in paths),
     )
+
+
+def traced_lineage(folder: Path, most: int = 16) -> list[Path]:
+    """The stage folders that led to `folder`, first to last, from the input folder each manifest records.
+
+    The trail ends at a stage that read no stage folder (download) or at a folder that is gone.
+    """
+    trail: list[Path] = []
+    seen = {folder.resolve()}
+    while len(trail) < most and (folder / MANIFEST).exists():
+        manifest = read_manifest(folder)
+        source = manifest.in_dir or manifest.options.get("in_dir")  # older validate manifests: an option
+        if not isinstance(source, str) or not (Path(source) / MANIFEST).exists() or Path(source).resolve() in seen:
+            break
+        folder = Path(source)
+        seen.add(folder.resolve())
+        trail.append(folder)
+    return trail[::-1]
+
+
+def source_license(lineage: Sequence[StageRecord]) -> str:
+    """The licence `download` recorded for the traces it read (the Hub card's, the sample's), else `unknown`."""
+    for record in lineage:
+        source = record.options.get("input")
+        if record.stage == "download" and isinstance(source, dict) and source.get("license"):
+            return str(source["license"])
+    return UNKNOWN_LICENSE
 
 
 def read_lineage(folders: Sequence[Path]) -> list[StageRecord]:

@@ -317,7 +317,10 @@ def _limitations(inputs: CardInputs) -> str:
 
 
 def _license_text(inputs: CardInputs) -> str:
-    text = f"Released under `{inputs.license}`."
+    if inputs.license == "unknown":
+        text = "No licence is declared: the licence of the source traces was not recorded (publish with --license)."
+    else:
+        text = f"Released under `{inputs.license}`."
     if inputs.source_datasets:
         sources = ", ".join(f"`{s}`" for s in inputs.source_datasets)
         text += f" The traces come from {sources}; its license and terms apply to them as well."

@@ -32,8 +32,10 @@ class PublishRequest(Request):
     pretty_name: Annotated[str | None, Cli(panel=CARD_PANEL)] = Field(
         None, description="Dataset title on the card. Default: the repo or folder name."
     )
-    license: Annotated[str, Cli(panel=CARD_PANEL)] = Field(
-        "apache-2.0", description="License id for the card's metadata."
+    license: Annotated[str | None, Cli(panel=CARD_PANEL)] = Field(
+        None,
+        description="License id for the card's metadata. Default: the licence of the source traces, as `download` "
+        "recorded it (the Hub dataset's card, e.g. apache-2.0 for OpenThoughts3); `unknown` when it recorded none.",
     )
     source_dataset: Annotated[list[str], Cli(panel=CARD_PANEL)] = Field(
         [], description="Hub id of the source traces, repeatable. Default: what `download` read (see --lineage)."
@@ -47,7 +49,7 @@ class PublishRequest(Request):
     lineage: Annotated[list[Path], Cli(panel=CARD_PANEL)] = Field(
         [],
         description="Earlier stage folders (download, segment, annotate, in order), repeatable: their settings "
-        "and counts go into the card's recipe. `openmementos run` passes them.",
+        "and counts go into the card's recipe. Default: the folders each manifest says its stage read.",
     )
     rows_per_shard: int = Field(ROWS_PER_SHARD, ge=1, description="Traces per parquet file of each config.")
 

@@ -72,7 +72,7 @@ class SegmentRequest(SegmentSettings, EndpointOptions, ExecutorOptions):
         description="Output folder of `download` (SourceTrace shards). With --explain: a `segment` output folder, "
         "or a `download` folder to segment that one trace on the fly (heuristic scorer, the options given)."
     )
-    out_dir: Annotated[Path | None, Cli(argument=True, metavar="[OUT_DIR | TRACE_ID]")] = Field(
+    out_dir: Annotated[Path | None, Cli(argument=True, metavar="OUT_DIR | TRACE_ID")] = Field(
         None,
         description="Where SegmentedTrace shards, quarantine/ and manifest.json go. With --explain: the trace to "
         "explain (none: list some trace ids).",

@@ -106,7 +106,7 @@ def run_segment(request: SegmentRequest) -> SegmentResult:
     """Segment every trace of a finished `download` folder into `request.out_dir` (resumable per shard)."""
     assert request.out_dir is not None  # the request requires it unless explaining
     settings = request.settings()
-    tasks = tasks_over(request.in_dir, request.shard)
+    tasks = tasks_over(request.in_dir, request.shard, reader=STAGE, expects="download")
     limits = shard_limits([task for task in tasks if request.shard.picks(task.index)], settings.limit)
     if request.scorer is Scorer.heuristic:
         stage = Stage(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from openmementos.runtime.manifest import MANIFEST, StageError, read_input, require_finished
 from openmementos.stats.distributions import DatasetStats, dataset_stats
 from openmementos.stats.figures import write_frame
 from openmementos.stats.folders import collect
@@ -21,8 +22,16 @@ class StatsResult:
 
 
 def run_stats(request: StatsRequest) -> StatsResult:
-    if not request.in_dir.is_dir():
-        raise ValueError(f"{request.in_dir} is not a folder")
+    """The figures of a finished `annotate` or `validate` folder, or of a published folder."""
+    in_dir = request.in_dir
+    if in_dir.is_dir() and not (in_dir / MANIFEST).exists() and not (in_dir / "full").is_dir():
+        raise StageError(
+            f"{in_dir} is neither a stage folder (no {MANIFEST}) nor a published folder (no full/); "
+            "stats reads the output of `annotate` or `validate`, or of `publish --to`"
+        )
+    if not (in_dir / "full").is_dir():
+        manifest = read_input(in_dir, reader="stats", expects=("annotate", "validate"))
+        require_finished(in_dir, manifest, manifest.shards)
     frame = collect(request.in_dir, request.tokenizer, progress=not request.json_output)
     exports = [(path, format) for path, format in ((request.csv, "csv"), (request.parquet, "parquet")) if path]
     for path, format in exports:

@@ -76,10 +76,10 @@ def run_validate(request: ValidateRequest) -> ValidateResult:
     if out_dir.resolve() == in_dir.resolve():
         raise StageError(f"write the validated traces to a new folder, not into {in_dir} itself")
     # Every input shard, also under --shard: an id's first occurrence wins, whichever run validates it.
-    names, paths = input_shards(in_dir, ALL_SHARDS)
+    names, paths = input_shards(in_dir, ALL_SHARDS, reader=STAGE, expects="annotate")
     duplicates = find_duplicates(paths)
     tasks = [
-        ShardTask(index, name, ShardInput(path, duplicates[path]))
+        ShardTask(index, name, ShardInput(path, duplicates[path]), in_dir)
         for index, (name, path) in enumerate(zip(names, paths, strict=True))
     ]
     stage = Stage(
