@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def _free_port() -> int:
 
 def _serve(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """Start a server, wait until `GET /v1/models` answers, yield its base URL, stop it afterwards."""
-    import httpx
-
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         base_url = f"http://127.0.0.1:{port}/v1"
@@ -56,9 +55,10 @@ def _serve(command: list[str], port: int, log: Path, env: dict[str, str] | None 
             while True:
                 assert server.poll() is None, "the server exited:\n" + log.read_text()[-4000:]
                 try:
-                    if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
+                    with urllib.request.urlopen(f"{base_url}/models", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:  # not listening yet (URLError, connection reset, timeout)
                     pass
                 if time.monotonic() > deadline:
                     pytest.fail("the server did not start:\n" + log.read_text()[-4000:])
