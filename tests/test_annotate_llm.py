@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from support.annotate_script import assert_each_once, make_trace, read_output, responder, write_segmented
-from support.openai_standin import FaultRule, Faults, OpenAIStandIn
+from support.openai_standin import ErrorReply, FaultRule, Faults, OpenAIStandIn
 from typer.testing import CliRunner
 
 from openmementos.annotate.accounting import LiveStatus
@@ -227,3 +227,41 @@ def test_a_server_refusing_everything_stops_the_run_instead_of_quarantining_it(t
         with pytest.raises(StageError, match="refused the requests of 10 traces in a row"):
             stage.run([ShardTask(0, "part-00000", in_dir / "part-00000.parquet")])
     assert not (out / "part-00000.parquet").exists() and not list((out / "quarantine").iterdir())
+
+
+def test_nothing_listening_fails_within_seconds_naming_the_url(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    in_dir = write_segmented(tmp_path / "segmented", [[make_trace(0)]])
+    start = time.monotonic()
+    code, output = run_annotate(in_dir, tmp_path / "out", f"http://127.0.0.1:{port}/v1")
+    assert code == 1 and f"http://127.0.0.1:{port}/v1" in output and "nothing listening" in output
+    assert time.monotonic() - start < 10
+    assert "shards done" not in output  # nothing ran: no report of a run
+
+
+def test_an_unknown_model_is_refused_before_any_request(tmp_path: Path) -> None:
+    in_dir = write_segmented(tmp_path / "segmented", [[make_trace(0)]])
+    with OpenAIStandIn(Faults(served_models=("llama-3-8b",)), responder=responder) as server:
+        code, output = run_annotate(in_dir, tmp_path / "out", server.base_url)
+        assert server.stats().chat_requests == 0
+    assert code == 1 and "does not serve the model 'gpt-4.1-mini'; it serves: llama-3-8b" in output
+
+
+def test_a_failed_unsharded_run_says_to_rerun_not_to_run_other_shards(tmp_path: Path) -> None:
+    traces = [make_trace(n) for n in range(REFUSAL_STREAK + 2)]
+    in_dir = write_segmented(tmp_path / "segmented", [traces[:2], traces[2:]])
+
+    def refusing(body: dict) -> str:
+        if "Problem 0:" in json.dumps(body) or "Problem 1:" in json.dumps(body):
+            return responder(body)  # the first shard is done
+        raise ErrorReply(400, "Unsupported value: 'temperature'")
+
+    with OpenAIStandIn(Faults(), responder=refusing) as server:
+        code, output = run_annotate(in_dir, tmp_path / "out", server.base_url, "--no-judge")
+    assert code == 1 and "refused the requests of 10 traces in a row" in output
+    assert "1/2 shards done (rerun the same command to resume)" in output and "--shard" not in output

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from openmementos.annotate.parsing import RUBRIC, parse_mementos, parse_refined, parse_verdict
+from openmementos.annotate.parsing import (
+    FIX_MAX_CHARS,
+    MAX_FIXES,
+    RUBRIC,
+    VERDICT_SCHEMA,
+    mementos_schema,
+    parse_mementos,
+    parse_refined,
+    parse_verdict,
+)
 from openmementos.llm import MalformedAnswer
 from openmementos.mementos import is_placeholder, memento_problems
 
@@ -88,6 +97,38 @@ def test_verdict_fallbacks() -> None:
     assert parse_verdict("Score: 7/10\n- quote the formula\n- lead with the result").score == 7.0
     with pytest.raises(MalformedAnswer):
         parse_verdict("I would rather not grade this.")
+
+
+def test_a_verdict_cut_at_its_token_limit_is_used_when_its_rubric_is_whole() -> None:
+    looping = json.dumps({**RUBRIC, "deduction": 1, "fixes": ["quote x_1"] * 400})[:1500]
+    verdict = parse_verdict(looping, cut_at_limit=True)
+    assert verdict.score == 9.0 and verdict.fixes == ["quote x_1"]  # repeats dropped
+    many = json.dumps({**RUBRIC, "deduction": 0, "fixes": [f"fix {i}" for i in range(9)]})
+    assert len(parse_verdict(many).fixes) == MAX_FIXES
+    with pytest.raises(MalformedAnswer, match="cut at the token limit"):
+        parse_verdict('{"formulas": 3, "values": 2, "meth', cut_at_limit=True)
+    with pytest.raises(MalformedAnswer, match="rubric lacks method, verification"):
+        parse_verdict('{"formulas": 3, "values": 2, "confirmed": 1, "result_first": 1, "fixes": []}')
+
+
+def test_out_of_range_values_are_clamped_and_a_bare_score_out_of_range_is_refused() -> None:
+    wild = {**RUBRIC, "method": 45, "values": -3, "deduction": 0, "fixes": ["lead with the result"]}
+    assert parse_verdict(json.dumps(wild)).score == 8.0
+    with pytest.raises(MalformedAnswer, match="score 45 is out of range"):
+        parse_verdict('{"score": 45, "fixes": []}')
+    with pytest.raises(MalformedAnswer, match="out of range"):
+        parse_verdict("Score: 70/10")
+
+
+def test_schemas_are_tight_enough_for_a_grammar() -> None:
+    schema = mementos_schema([2, 5])
+    listed = schema["properties"]["mementos"]
+    assert (listed["minItems"], listed["maxItems"]) == (2, 2)
+    assert listed["items"]["properties"]["id"]["enum"] == [2, 5]
+    assert listed["items"]["properties"]["memento"]["minLength"] >= 8
+    fixes = VERDICT_SCHEMA["properties"]["fixes"]
+    assert fixes["maxItems"] == MAX_FIXES and fixes["items"]["maxLength"] == FIX_MAX_CHARS
+    assert VERDICT_SCHEMA["properties"]["method"] == {"type": "integer", "minimum": 0, "maximum": 2}
 
 
 def test_refined_memento() -> None:

@@ -47,7 +47,7 @@ def test_answers_usage_and_cost_are_accounted(tmp_path):
     assert (stats.sent, stats.answered, stats.prompt_tokens, stats.completion_tokens) == (12, 12, 1200, 120)
     assert stats.cost_usd == pytest.approx(12 * 120e-6)
     assert stats.in_flight == 0
-    assert "in flight 0" in stats.status_line()
+    assert "sending 0 | queued 0" in stats.status_line()
 
 
 def test_rerun_is_served_from_the_cache_without_new_requests(tmp_path):
@@ -197,27 +197,147 @@ def test_a_rejected_request_is_not_retried():
     assert error.status == 400 and "maximum context length" in str(error)
 
 
-def test_structured_output_falls_back_to_text_where_rejected():
+def _schema_requests(count: int) -> list[ChatRequest]:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    return [
+        ChatRequest(model="m", messages=[{"role": "user", "content": f"{i}"}], json_schema=schema) for i in range(count)
+    ]
+
+
+def test_structured_output_steps_down_one_refused_request_per_form():
     seen_formats = []
 
     def responder(body):
-        seen_formats.append("response_format" in body)
+        seen_formats.append((body.get("response_format") or {}).get("type", "none"))
         return '{"n": 3}'
 
-    requests = [
-        ChatRequest(model="m", messages=[{"role": "user", "content": f"{i}"}], json_schema=schema) for i in range(3)
-    ]
     with OpenAIStandIn(Faults(reject_response_format=True), responder) as server:
 
         async def main():
-            async with LLMEngine(fast_settings(server.base_url, concurrency=1)) as engine:
-                return await complete_all(engine, requests)
+            async with LLMEngine(fast_settings(server.base_url, concurrency=8)) as engine:
+                return await complete_all(engine, _schema_requests(12)), engine.stats
 
-        results = run(main())
-        assert server.stats().faults["reject_response_format"] == 1, "learned once per endpoint"
-    assert [r.text for r in results] == ['{"n": 3}'] * 3
-    assert seen_formats == [False, False, False]
+        results, stats = run(main())
+        observed = server.stats()
+    assert observed.faults["reject_response_format"] == 2, "json_schema refused once, json_object once"
+    assert observed.response_formats == Counter({"json_schema": 1, "json_object": 1, "none": 12})
+    assert [r.text for r in results] == ['{"n": 3}'] * 12 and seen_formats == ["none"] * 12
+    assert stats.structured_output == {server.base_url: "none"} and len(stats.notes) == 2
+    assert stats.retries == Counter() and stats.sent == 14
+
+
+def test_llamacpp_500_on_json_schema_moves_to_json_object_with_the_schema():
+    bodies = []
+
+    def responder(body):
+        bodies.append(body)
+        return '{"n": 1}'
+
+    with OpenAIStandIn(Faults(llamacpp_response_format=True), responder) as server:
+
+        async def main():
+            async with LLMEngine(fast_settings(server.base_url, concurrency=16)) as engine:
+                first = await complete_all(engine, _schema_requests(40))
+                plain = await engine.complete(questions(1)[0])  # no schema: never held back
+                return first, plain, engine.stats
+
+        results, plain, stats = run(main())
+        observed = server.stats()
+    assert observed.faults["llamacpp_response_format"] == 1, "one refused request, never retried as a 5xx"
+    assert observed.response_formats["json_object"] == 40 and stats.retries == Counter()
+    assert all(b["response_format"]["schema"]["required"] == ["n"] for b in bodies if "response_format" in b)
+    assert len(results) == 40 and plain.text == '{"n": 1}' and "response_format" not in bodies[-1]
+    assert "refuses structured output as json_schema (HTTP 500): using json_object" in stats.notes[0]
+
+
+def test_a_fixed_form_the_server_refuses_is_a_clear_rejection():
+    with OpenAIStandIn(Faults(llamacpp_response_format=True)) as server:
+
+        async def main():
+            settings = fast_settings(server.base_url, structured_output="json_schema")
+            async with LLMEngine(settings) as engine:
+                with pytest.raises(RequestRejected, match="--structured-output auto or none"):
+                    await engine.complete(_schema_requests(1)[0])
+
+        run(main())
+        assert server.stats().chat_requests == 1
+
+
+def test_a_template_without_a_system_role_gets_the_instructions_in_the_user_turn():
+    seen = []
+
+    def responder(body):
+        seen.append(body["messages"])
+        return "ok"
+
+    request = ChatRequest(model="m", messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    with OpenAIStandIn(Faults(refuse_system_role=True), responder) as server:
+
+        async def main():
+            async with LLMEngine(fast_settings(server.base_url)) as engine:
+                return await engine.complete(request), engine.stats
+
+        result, stats = run(main())
+        assert server.stats().faults["refuse_system_role"] == 1
+    assert result.text == "ok" and seen == [[{"role": "user", "content": "S\n\nU"}]]
+    assert "refuses the system role" in stats.notes[0]
+
+
+def test_max_tokens_override_replaces_every_budget():
+    limits = []
+
+    def responder(body):
+        limits.append(body["max_tokens"])
+        return "x"
+
+    with OpenAIStandIn(responder=responder) as server:
+
+        async def main():
+            async with LLMEngine(fast_settings(server.base_url, max_tokens=77)) as engine:
+                request = ChatRequest(model="m", messages=[{"role": "user", "content": "q"}], max_tokens=5)
+                await engine.complete(request)
+                await engine.complete(questions(1)[0])
+
+        run(main())
+    assert limits == [77, 77]
+
+
+@pytest.mark.parametrize(
+    ("faults", "base_path", "model", "message"),
+    [
+        (None, "/v1", "m", "nothing listening"),
+        (Faults(), "/api", "m", "must be the API root"),
+        (Faults(served_models=("served-model",)), "/v1", "other-model", "does not serve the model 'other-model'"),
+    ],
+    ids=["nothing-listening", "wrong-path", "unknown-model"],
+)
+def test_preflight_fails_within_seconds_naming_the_url(faults, base_path, model, message):
+    from openmementos.llm import ConfigurationError
+
+    async def check(base_url: str) -> None:
+        async with LLMEngine(fast_settings(base_url)) as engine:
+            with pytest.raises(ConfigurationError, match=message) as caught:
+                await engine.preflight(model)
+            assert base_url in str(caught.value)
+
+    start = time.monotonic()
+    if faults is None:
+        run(check(f"http://127.0.0.1:{_closed_port()}/v1"))
+    else:
+        with OpenAIStandIn(faults) as server:
+            run(check(server.base_url.removesuffix("/v1") + base_path))
+    assert time.monotonic() - start < 5
+
+
+def test_preflight_accepts_a_listed_model_or_the_file_name_of_a_listed_path():
+    with OpenAIStandIn(Faults(served_models=("/models/gemma-3-270m-q4_k_m.gguf", "gpt-x"))) as server:
+
+        async def main():
+            async with LLMEngine(fast_settings(server.base_url)) as engine:
+                await engine.preflight("gpt-x")
+                await engine.preflight("gemma-3-270m-q4_k_m.gguf")
+
+        run(main())
 
 
 def test_structured_output_is_sent_where_accepted():

@@ -63,5 +63,12 @@ def test_redact_masks_keys_and_bearer_tokens():
     assert "abc.def" not in cleaned and "hunter2" not in cleaned
 
 
+def test_a_short_key_does_not_garble_messages():
+    message = "test: expected a JSON object; the server said 'x' is not a model"
+    assert redact(message, ["x"]) == message  # a one-character --api-key masks nothing by value
+    assert redact("key sk-short-but-real-key in text", ["sk-short-but-real-key"]) == "key *** in text"
+    assert redact("Authorization: Bearer x", ["x"]) == "Authorization: ***"
+
+
 def test_settings_repr_hides_the_key():
     assert CANARY not in repr(LLMSettings(api_key=CANARY))

@@ -48,9 +48,26 @@ def test_request_body_carries_every_parameter():
     body = request.body()
     assert body["max_tokens"] == 5 and body["seed"] == 3 and body["top_p"] == 0.5 and body["temperature"] == 0.0
     assert body["response_format"]["type"] == "json_schema"
-    plain = request.body(structured=False, max_tokens_field="max_completion_tokens")
+    assert request.body(form="json_object")["response_format"] == {"type": "json_object", "schema": {"type": "object"}}
+    plain = request.body(form="none", max_tokens_field="max_completion_tokens")
     assert "response_format" not in plain and plain["max_completion_tokens"] == 5 and "max_tokens" not in plain
     assert request.estimated_tokens() > 5
+    with pytest.raises(ValueError, match="structured-output form"):
+        request.body(form="grammar")
+
+
+def test_system_messages_fold_into_the_first_user_turn():
+    request = ChatRequest(model="gemma", messages=[*MESSAGES, {"role": "assistant", "content": "4"}, *MESSAGES[1:]])
+    folded = request.body(system_in_user=True)["messages"]
+    assert folded == [{"role": "user", "content": "Be terse.\n\n2+2?"}, {"role": "assistant", "content": "4"},
+                      {"role": "user", "content": "2+2?"}]  # fmt: skip
+    assert request.body()["messages"][0] == MESSAGES[0]
+    assert LLMSettings(system_prompt="auto").folds_system("gemma-3-270m")
+    assert not LLMSettings(system_prompt="auto").folds_system("gpt-4.1-mini")
+    assert LLMSettings(system_prompt="user").folds_system("gpt-4.1-mini")
+    assert LLMSettings(structured_output="json_object").structured_forms() == ("json_object",)
+    with pytest.raises(ConfigurationError, match="structured_output"):
+        LLMSettings(structured_output="grammar")
 
 
 @pytest.mark.parametrize(

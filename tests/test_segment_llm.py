@@ -80,11 +80,11 @@ def score(server: OpenAIStandIn, texts: list[str], second: int | None = None, ca
 def test_parse_scores_is_strict() -> None:
     assert parse_scores('{"scores": [0, 1, 2, 3]}', 4) == [0, 1, 2, 3]
     assert parse_scores('```json\n{"scores": [3.0, 0]}\n```', 2) == [3, 0]
+    assert parse_scores('{"scores": [-10, 15, 2]}', 3) == [0, 3, 2]  # a weak model's range: clamped
     for answer, problem in [
         ("no json here", "not JSON"),
         ('{"values": [1]}', 'no "scores" list'),
         ('{"scores": [1, 2]}', "2 scores for 3"),
-        ('{"scores": [1, 2, 4]}', "4 is not"),
         ('{"scores": [1, 2, 1.5]}', "1.5 is not"),
         ('{"scores": [1, true, 2]}', "True is not"),
     ]:
@@ -172,3 +172,28 @@ def test_cli_scores_with_the_llm_and_records_provenance(server: OpenAIStandIn, t
     assert read_manifest(tmp_path / "trial").options["limit"] == 2
     refused = CliRunner().invoke(app, [*args, "--second-window", "8"])
     assert refused.exit_code != 0 and "coprime" in refused.output
+
+
+def test_a_weak_scorer_behind_llamacpp_is_clamped_and_reasked_warmer() -> None:
+    from support.openai_standin import Faults
+
+    bodies: list[dict[str, Any]] = []
+
+    def weak(body: dict[str, Any]) -> str:
+        bodies.append(body)
+        count = int(_COUNT.search(body["messages"][1]["content"]).group(1))  # type: ignore[union-attr]
+        if body.get("temperature") == 0.0:
+            return json.dumps({"scores": [-10, 15] + [2] * (count - 3)})  # one short, out of range
+        return json.dumps({"scores": [-10, 15] + [2] * (count - 2)})
+
+    with OpenAIStandIn(Faults(llamacpp_response_format=True), responder=weak) as standin:
+        result, tally = score(standin, sentences(10))
+        observed = standin.stats()
+    assert observed.faults["llamacpp_response_format"] == 1 and observed.response_formats["json_object"] == 2
+    assert result.scores[:2] == [0.0, 3.0] and result.fallback_windows == 0 and tally.reasked == 1
+    reask = bodies[-1]
+    assert (reask["seed"], reask["temperature"]) == (1, 0.3), "the re-ask is not the same request again"
+    assert reask["response_format"]["schema"]["properties"]["scores"]["items"] == {
+        "type": "integer",
+        "enum": [0, 1, 2, 3],
+    }

@@ -106,7 +106,8 @@ def folder_tally(out_dir: Path, manifest: Manifest) -> Tally:
 
 
 class LiveStatus:
-    """The progress line of a running annotate: traces/s, requests in flight, tokens, cost, ETA."""
+    """The progress line of a running annotate: traces/s, HTTP requests on the wire and queued ones,
+    tokens, cost, ETA."""
 
     def __init__(self, total_traces: int, stats: EngineStats | None = None) -> None:
         self.total = total_traces
@@ -125,7 +126,8 @@ class LiveStatus:
         if self.stats is not None:
             stats = self.stats
             tokens = stats.prompt_tokens + stats.completion_tokens
-            parts += [f"{stats.in_flight} in flight", f"{tokens:,} tok paid", f"${stats.cost_usd:,.4f}"]
+            parts += [f"{stats.sending} requests in flight", f"{stats.queued} queued"]
+            parts += [f"{tokens:,} tok paid", f"${stats.cost_usd:,.4f}"]
             if stats.cache_hits:
                 parts.append(f"{stats.cache_hits:,} cached")
         if quarantined := sum(self.run.quarantined.values()):

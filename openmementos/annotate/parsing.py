@@ -18,24 +18,14 @@ from typing import Any
 from openmementos.llm import MalformedAnswer, extract_json
 
 # --------------------------------------------------------------------------- JSON schemas (structured output)
-# Plain JSON Schema objects; the engine wraps them into `response_format`.
+# Plain JSON Schema objects; the engine sends them as the server takes them (`llm.request`). They are as
+# tight as a grammar can enforce: a weak model under a grammar cannot run a list past its blocks, write
+# a one-character memento or loop on fixes until its token limit.
 
-MEMENTOS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "mementos": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"id": {"type": "integer"}, "memento": {"type": "string"}},
-                "required": ["id", "memento"],
-                "additionalProperties": False,
-            },
-        }
-    },
-    "required": ["mementos"],
-    "additionalProperties": False,
-}
+MEMENTO_MIN_CHARS = 8
+"""Shortest memento text the schema allows (a memento states a result; "1" is not one)."""
+MAX_FIXES = 5
+FIX_MAX_CHARS = 300
 
 RUBRIC: dict[str, int] = {
     "formulas": 3,
@@ -46,24 +36,45 @@ RUBRIC: dict[str, int] = {
     "result_first": 1,
 }
 """Judge criteria and their maximum points (SPEC 4.6); they add up to 10."""
+MAX_DEDUCTION = 10
 
-VERDICT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        **{name: {"type": "number"} for name in RUBRIC},
-        "deduction": {"type": "number"},
-        "fixes": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": [*RUBRIC, "deduction", "fixes"],
-    "additionalProperties": False,
-}
 
-REFINED_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"memento": {"type": "string"}},
-    "required": ["memento"],
-    "additionalProperties": False,
-}
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def mementos_schema(ids: Sequence[int]) -> dict[str, Any]:
+    """One memento for each of `ids` (block numbers), no more, none shorter than MEMENTO_MIN_CHARS."""
+    item = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "enum": sorted(ids)},
+            "memento": {"type": "string", "minLength": MEMENTO_MIN_CHARS},
+        },
+        "required": ["id", "memento"],
+        "additionalProperties": False,
+    }
+    listed = {"type": "array", "items": item, "minItems": len(ids), "maxItems": len(ids)}
+    return _object({"mementos": listed})
+
+
+def verdict_properties() -> dict[str, Any]:
+    """The fields of one verdict: each rubric criterion and the deduction in range, at most 5 short fixes."""
+    points = {name: {"type": "integer", "minimum": 0, "maximum": top} for name, top in RUBRIC.items()}
+    return {
+        **points,
+        "deduction": {"type": "integer", "minimum": 0, "maximum": MAX_DEDUCTION},
+        "fixes": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": FIX_MAX_CHARS},
+            "minItems": 1,
+            "maxItems": MAX_FIXES,
+        },
+    }
+
+
+VERDICT_SCHEMA: dict[str, Any] = _object(verdict_properties())
+REFINED_SCHEMA: dict[str, Any] = _object({"memento": {"type": "string", "minLength": MEMENTO_MIN_CHARS}})
 
 
 # --------------------------------------------------------------------------- finding JSON in an answer
@@ -76,10 +87,10 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-def _salvage_items(text: str) -> list[Any]:
-    """Complete items of a JSON list cut short (a generation that hit its token limit)."""
+def _salvage_items(text: str, key: str = "mementos") -> list[Any]:
+    """Complete items of the JSON list under `key` cut short (a generation that hit its token limit)."""
     decoder = json.JSONDecoder()
-    start = text.find("[", max(text.find('"mementos"'), 0))
+    start = text.find("[", max(text.find(f'"{key}"'), 0))
     items: list[Any] = []
     if start < 0:
         return items
@@ -187,7 +198,8 @@ class Verdict:
         return "\n".join(f"- {fix}" for fix in self.fixes)
 
 
-_SCORE_TEXT = re.compile(r"score\W{0,3}(\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE)
+_SCORE_TEXT = re.compile(r"score\W{0,3}(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE)
+_FIELD_NUMBER = r'"{name}"\s*:\s*"?(-?\d+(?:\.\d+)?)'
 
 
 def _number(value: Any) -> float | None:
@@ -202,36 +214,89 @@ def _number(value: Any) -> float | None:
 
 
 def _fixes(value: Any) -> list[str]:
+    """At most MAX_FIXES distinct fixes, each cut to FIX_MAX_CHARS (a looping answer repeats itself)."""
     if isinstance(value, str):
         value = [line.strip(" -*\t") for line in value.splitlines()]
     if not isinstance(value, list):
         return []
-    return [str(fix).strip() for fix in value if str(fix).strip()]
+    fixes: list[str] = []
+    for fix in value:
+        text = str(fix).strip()[:FIX_MAX_CHARS]
+        if text and text not in fixes:
+            fixes.append(text)
+        if len(fixes) == MAX_FIXES:
+            break
+    return fixes
 
 
-def parse_verdict(text: str) -> Verdict:
+def _clamped(value: float, top: float) -> float:
+    return min(max(value, 0.0), top)
+
+
+def rubric_score(parts: dict[str, float], deduction: float) -> float:
+    """The 0-10 score of rubric points and a deduction, each clamped to its range first."""
+    total = sum(_clamped(parts[name], top) for name, top in RUBRIC.items())
+    return round(_clamped(total - _clamped(deduction, MAX_DEDUCTION), 10.0), 2)
+
+
+def verdict_of(value: dict[str, Any]) -> Verdict | str:
+    """The verdict in one parsed JSON object, or what is missing from it."""
+    fixes = _fixes(value.get("fixes", value.get("feedback")))
+    parts = {name: _number(value.get(name)) for name in RUBRIC}
+    if all(points is not None for points in parts.values()):
+        return Verdict(rubric_score(parts, _number(value.get("deduction")) or 0.0), fixes)  # type: ignore[arg-type]
+    score = _number(value.get("score"))
+    if score is not None:
+        return _bare_score(score, fixes)
+    missing = [name for name, points in parts.items() if points is None]
+    return f"its rubric lacks {', '.join(missing)}"
+
+
+def _bare_score(score: float, fixes: list[str]) -> Verdict:
+    if not 0 <= score <= 10:
+        raise MalformedAnswer(f"the judge's score {score:g} is out of range (0-10)")
+    return Verdict(score, fixes)
+
+
+def _salvaged_verdict(text: str) -> Verdict | None:
+    """A verdict from an answer cut short (token limit, looping fixes) that holds every rubric number."""
+    found = {}
+    for name in (*RUBRIC, "deduction"):
+        match = re.search(_FIELD_NUMBER.format(name=name), text)
+        if match:
+            found[name] = float(match.group(1))
+    if not all(name in found for name in RUBRIC):
+        return None
+    parts = {name: found[name] for name in RUBRIC}
+    fixes = [fix for fix in _salvage_items(text, "fixes") if isinstance(fix, str)]
+    return Verdict(rubric_score(parts, found.get("deduction", 0.0)), _fixes(fixes))
+
+
+def parse_verdict(text: str, cut_at_limit: bool = False) -> Verdict:
     """A judge's score (0-10) and fixes.
 
-    The score is the sum of the rubric points (each clamped to its range) minus the deduction, clamped
-    to 0-10, so an arithmetic slip of the judge cannot push a memento over the threshold. An answer
-    with only a `score` (or "Score: 7/10" in prose) is accepted as given.
+    The score is the sum of the rubric points (each clamped to its range) minus the deduction (clamped
+    to 0-10), clamped to 0-10, so neither an arithmetic slip nor an out-of-range value of the judge can
+    push a memento over the threshold. An answer cut short (`cut_at_limit`: its token limit, e.g. fixes
+    repeated until it ran out) is used when every rubric number is in it. An answer with only a `score`
+    (or "Score: 7/10" in prose) is accepted as given when it is within 0-10. The MalformedAnswer says
+    what was wrong: cut at the token limit, a score out of range, the rubric fields missing.
     """
     value = _json_or_none(text)
+    problem = "it has no JSON rubric and no 'score: N'"
     if isinstance(value, dict):
-        fixes = _fixes(value.get("fixes", value.get("feedback")))
-        parts = {name: _number(value.get(name)) for name in RUBRIC}
-        if all(points is not None for points in parts.values()):
-            total = sum(min(max(parts[name] or 0.0, 0.0), top) for name, top in RUBRIC.items())
-            deduction = min(max(_number(value.get("deduction")) or 0.0, 0.0), 10.0)
-            return Verdict(round(min(max(total - deduction, 0.0), 10.0), 2), fixes)
-        score = _number(value.get("score"))
-        if score is not None:
-            return Verdict(min(max(score, 0.0), 10.0), fixes)
-    match = _SCORE_TEXT.search(text)
-    if match:
+        verdict = verdict_of(value)
+        if isinstance(verdict, Verdict):
+            return verdict
+        problem = verdict
+    elif (salvaged := _salvaged_verdict(text)) is not None:
+        return salvaged
+    elif match := _SCORE_TEXT.search(text):
         lines = [line.strip(" -*\t") for line in text.splitlines() if line.strip().startswith(("-", "*"))]
-        return Verdict(min(float(match.group(1)), 10.0), [line for line in lines if line])
-    raise MalformedAnswer("the judge's answer has no score")
+        return _bare_score(float(match.group(1)), _fixes(lines))
+    if cut_at_limit:
+        raise MalformedAnswer(f"the judge's answer was cut at the token limit before its rubric was whole ({problem})")
+    raise MalformedAnswer(f"the judge's answer has no usable score: {problem}")
 
 
 # --------------------------------------------------------------------------- refined mementos

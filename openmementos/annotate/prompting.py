@@ -12,10 +12,13 @@ reuse the instructions across calls; a re-ask extends the original conversation,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from openmementos.annotate.parsing import REFINED_SCHEMA, VERDICT_SCHEMA, mementos_schema
+from openmementos.llm.request import REASK_TEMPERATURE_STEP
 from openmementos.resources import content_hash, read_prompt
 
 Message = dict[str, str]
@@ -46,10 +49,12 @@ class PromptSet:
 
     @property
     def version(self) -> str:
-        """Content hash of the three prompts and the framing around the data."""
+        """Content hash of the three prompts, the framing around the data, the answer schemas and the
+        re-ask schedule: everything besides the model that shapes an answer."""
+        schemas = json.dumps([mementos_schema([1]), VERDICT_SCHEMA, REFINED_SCHEMA], sort_keys=True)
         return content_hash(
             self.compress, self.judge, self.refine, COMPRESS_USER, BLOCK, REASK_USER, JUDGE_USER,
-            JUDGE_RETRY_USER, REFINE_USER,
+            JUDGE_RETRY_USER, REFINE_USER, schemas, str(REASK_TEMPERATURE_STEP),
         )  # fmt: skip
 
 

@@ -2,13 +2,18 @@
 
 1. **Compress.** One call sees the problem (context only) and every block, numbered, and answers one
    memento per block as JSON (structured output where the server takes it, tolerant parsing always).
-2. **Re-ask.** Blocks whose memento is missing, empty, a placeholder, contains a delimiter or is longer
-   than the block are asked for again, by number, in a follow-up to the same conversation (up to
-   `max_reasks` times). Nothing is ever padded: a trace still short of a full set is quarantined
-   (`mementos_incomplete`, naming the blocks and why).
+2. **Re-ask.** Blocks whose memento is missing or breaks a memento rule (`openmementos.mementos`, the
+   rules `validate` applies with the same bounds: empty, a placeholder, a delimiter, non-ASCII when
+   asked, a memento/block token ratio out of range) are asked for again, by number, in a follow-up to
+   the same conversation (up to `max_reasks` times). Re-ask k is sent with seed k and the temperature
+   raised by `llm.request.REASK_TEMPERATURE_STEP` per step (up to 1), so a deterministic server does not answer
+   the same junk again and the response cache never replays a failed answer as a re-ask (the schedule
+   is hashed into `prompt_version`). Nothing is ever padded: a trace still short of a full set is
+   quarantined (`mementos_incomplete`, naming the blocks and why).
 3. **Judge.** Each memento gets one judge call: rubric points (SPEC 4.6) summed into a 0-10 score, and
-   3-5 fixes. An unreadable verdict is asked for once more, then the trace is quarantined
-   (`judge_unreadable`): a score we cannot read is not a score we may publish.
+   3-5 fixes. A verdict cut at its token limit that holds every rubric number is used; an unreadable one
+   is asked for once more (varied like a re-ask), then the trace is quarantined (`judge_unreadable`,
+   saying what was wrong): a score we cannot read is not a score we may publish.
 4. **Refine.** A memento scoring below `threshold` is rewritten from (block, memento, fixes) and judged
    again, for at most `max_rounds` judge rounds in all. Every round's score, fixes and judge tokens are
    kept (`MementoReview.rounds`). The version kept is the best-scoring one (ties: the later), recorded
@@ -32,10 +37,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from openmementos.annotate.parsing import (
-    MEMENTOS_SCHEMA,
+    FIX_MAX_CHARS,
+    MAX_FIXES,
     REFINED_SCHEMA,
     VERDICT_SCHEMA,
     Verdict,
+    mementos_schema,
     parse_mementos,
     parse_refined,
     parse_verdict,
@@ -52,6 +59,7 @@ from openmementos.annotate.prompting import (
 )
 from openmementos.annotate.request import RecipeSettings
 from openmementos.llm import ChatCompleter, ChatRequest, ChatResult, MalformedAnswer, RequestRejected
+from openmementos.llm.request import varied_sampling
 from openmementos.mementos import MementoRules, memento_problems
 from openmementos.runtime.stage import Quarantined
 from openmementos.schema import (
@@ -67,7 +75,8 @@ from openmementos.tokens import count_tokens
 
 T = TypeVar("T")
 
-JUDGE_MAX_TOKENS = 1024
+VERDICT_MAX_TOKENS = 64 + MAX_FIXES * FIX_MAX_CHARS // 3
+"""Answer budget of one verdict: the rubric numbers and at most MAX_FIXES fixes of FIX_MAX_CHARS."""
 OUTPUT_RATIO_CAP = 0.5
 """Answer budget for mementos: half the blocks' tokens (the target is 10-20 %) plus JSON overhead."""
 ROLES = ("compress", "reask", "judge", "refine")
@@ -160,14 +169,23 @@ class Recipe:
         )
 
     async def _ask(
-        self, role: str, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int, spend: Spend
+        self,
+        role: str,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        max_tokens: int,
+        spend: Spend,
+        attempt: int = 0,
     ) -> ChatResult:
+        """One request; `attempt` k > 0 (the k-th re-ask of the same thing) varies seed and temperature."""
+        temperature, seed = varied_sampling(self.settings.temperature, attempt)
         request = ChatRequest(
             model=self.settings.model,
             messages=messages,
-            temperature=self.settings.temperature,
+            temperature=temperature,
             max_tokens=max_tokens,
             json_schema=schema,
+            seed=seed,
         )
         result = await self.engine.complete(request)
         spend.add(role, result)
@@ -178,15 +196,17 @@ class Recipe:
     async def _compress(self, trace: SegmentedTrace, blocks: list[str], spend: Spend) -> list[str]:
         ids = list(range(1, len(blocks) + 1))
         conversation = compress_messages(self.prompts, trace.problem, blocks)
-        result = await self._ask("compress", conversation, MEMENTOS_SCHEMA, _memento_budget(trace, ids), spend)
+        result = await self._ask("compress", conversation, mementos_schema(ids), _memento_budget(trace, ids), spend)
         mementos: dict[int, str] = {}
-        problems = _accept(result.text, ids, trace, mementos, self.settings)
-        for _ in range(self.settings.max_reasks):
+        problems = _accept(result, ids, trace, mementos, self.settings)
+        for attempt in range(1, self.settings.max_reasks + 1):
             if not problems:
                 break
             messages = reask_messages(conversation, result.text, problems)
-            result = await self._ask("reask", messages, MEMENTOS_SCHEMA, _memento_budget(trace, problems), spend)
-            problems = _accept(result.text, sorted(problems), trace, mementos, self.settings)
+            asked = sorted(problems)
+            budget = _memento_budget(trace, asked)
+            result = await self._ask("reask", messages, mementos_schema(asked), budget, spend, attempt)
+            problems = _accept(result, asked, trace, mementos, self.settings)
         if problems:
             raise TraceRejected(
                 "mementos_incomplete",
@@ -218,16 +238,16 @@ class Recipe:
 
     async def _judge(self, block: str, memento: str, spend: Spend) -> tuple[Verdict, dict[str, int]]:
         messages = judge_messages(self.prompts, block, memento)
-        results = [await self._ask("judge", messages, VERDICT_SCHEMA, JUDGE_MAX_TOKENS, spend)]
+        results = [await self._ask("judge", messages, VERDICT_SCHEMA, VERDICT_MAX_TOKENS, spend)]
         try:
-            verdict = parse_verdict(results[0].text)
-        except MalformedAnswer:
+            verdict = parse_verdict(results[0].text, results[0].cut_at_limit)
+        except MalformedAnswer as first:
             retry = judge_retry_messages(messages, results[0].text)
-            results.append(await self._ask("judge", retry, VERDICT_SCHEMA, JUDGE_MAX_TOKENS, spend))
+            results.append(await self._ask("judge", retry, VERDICT_SCHEMA, VERDICT_MAX_TOKENS, spend, attempt=1))
             try:
-                verdict = parse_verdict(results[1].text)
-            except MalformedAnswer as exc:
-                raise TraceRejected("judge_unreadable", f"{exc} (asked twice)") from None
+                verdict = parse_verdict(results[1].text, results[1].cut_at_limit)
+            except MalformedAnswer as second:
+                raise TraceRejected("judge_unreadable", f"asked twice: {first}; then: {second}") from None
         paid = {
             "prompt_tokens": sum(r.prompt_tokens for r in results),
             "completion_tokens": sum(r.completion_tokens for r in results),
@@ -253,15 +273,16 @@ def _memento_budget(trace: SegmentedTrace, ids: Sequence[int] | Mapping[int, str
 
 
 def _accept(
-    answer: str, ids: Sequence[int], trace: SegmentedTrace, mementos: dict[int, str], rules: MementoRules
+    answer: ChatResult, ids: Sequence[int], trace: SegmentedTrace, mementos: dict[int, str], rules: MementoRules
 ) -> dict[int, str]:
     """Store the usable mementos of `answer` into `mementos`; return the problems of the other ids.
 
     Usable means present and breaking none of the memento rules (`openmementos.mementos`, the ones
     `validate` applies), so nothing annotate keeps is rejected later.
     """
-    parsed = parse_mementos(answer, ids)
-    problems = dict(parsed.problems)
+    parsed = parse_mementos(answer.text, ids)
+    cut = " (the answer was cut at its token limit)" if answer.cut_at_limit else ""
+    problems = {key: problem + cut for key, problem in parsed.problems.items()}
     keys = sorted(parsed.usable)
     sizes = count_tokens([parsed.usable[key] for key in keys], trace.tokenizer)
     for key, size in zip(keys, sizes, strict=True):

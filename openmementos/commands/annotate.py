@@ -29,18 +29,22 @@ def annotate(request: AnnotateRequest) -> None:
       openmementos annotate seg ann --model M --base-url http://gpu1:8000/v1 --base-url http://gpu2:8000/v1
     """
     from openmementos.annotate.stage import run_annotate
+    from openmementos.llm.errors import ConfigurationError, LLMError
+    from openmementos.runtime.manifest import StageError
 
     sharded = request.shard.count > 1
     try:
         result = run_annotate(request)
-    except KeyboardInterrupt:
-        if (path := request.out_dir / REPORT_FILE).exists():
-            print_report(json.loads(path.read_text()), path, interrupted=True, sharded=sharded)
+    except (KeyboardInterrupt, LLMError, StageError) as stopped:  # what the stopped run did, then the error
+        path = request.out_dir / REPORT_FILE
+        if not isinstance(stopped, ConfigurationError) and path.exists():
+            print_report(json.loads(path.read_text()), path, stopped=True, sharded=sharded)
         raise
-    print_report(result.report, result.report_path, interrupted=False, sharded=sharded)
+    print_report(result.report, result.report_path, stopped=False, sharded=sharded)
 
 
-def print_report(data: dict[str, Any], path: Path, interrupted: bool, sharded: bool) -> None:
+def print_report(data: dict[str, Any], path: Path, stopped: bool, sharded: bool) -> None:
+    """The run report in a few lines; `stopped`: the run was interrupted or failed."""
     traces, usage = data["traces"], data["usage"]["total"]
     reasons = ", ".join(f"{reason}: {count}" for reason, count in traces["quarantine_reasons"].items())
     lines = [
@@ -58,8 +62,12 @@ def print_report(data: dict[str, Any], path: Path, interrupted: bool, sharded: b
             f"this run: {engine['sent']:,} requests sent, {engine['cache_hits']:,} answers from the cache, "
             f"${engine['cost_usd']:.4f} paid"
         )
+        forms = ", ".join(f"{url}: {form}" for url, form in engine.get("structured_output", {}).items())
+        if forms:
+            lines.append(f"structured output: {forms}")
+        lines += [f"note: {note}" for note in engine.get("notes", [])]
     if not data["complete"]:
-        hint = " (run the other --shard parts)" if sharded and not interrupted else ""
-        lines.append(f"{data['shards']['done']}/{data['shards']['total']} shards done{hint}")
+        hint = "run the other --shard parts" if sharded and not stopped else "rerun the same command to resume"
+        lines.append(f"{data['shards']['done']}/{data['shards']['total']} shards done ({hint})")
     lines.append(f"report: {path}")
     typer.echo("\n".join(lines))

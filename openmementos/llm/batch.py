@@ -29,10 +29,11 @@ from openmementos.llm.cache import CachedAnswer, ResponseCache
 from openmementos.llm.completer import CachingCompleter, answer_from_completion
 from openmementos.llm.engine import make_openai_client
 from openmementos.llm.errors import BatchItemFailed, ConfigurationError, short_detail
+from openmementos.llm.preflight import check_endpoint
 from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest
 from openmementos.llm.retry import MalformedCompletion, as_llm_error
-from openmementos.llm.settings import LLMSettings
+from openmementos.llm.settings import LLMSettings, display_url
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class BatchEngine(CachingCompleter):
         assert self.cache is not None
         self._secrets = (api_key,)
         self._client = make_openai_client(endpoints[0], api_key, self.settings)
+        self._name = display_url(endpoints[0])
+        self.max_tokens_override = self.settings.max_tokens
         self._retry = self.settings.retry_policy()
         self._ledger = BatchLedger(self.cache.path.parent / LEDGER_FILENAME)
         self.poll_interval_s = poll_interval_s
@@ -141,6 +144,10 @@ class BatchEngine(CachingCompleter):
     async def __aenter__(self) -> BatchEngine:
         self._start()
         return self
+
+    async def preflight(self, model: str) -> None:
+        """Check the endpoint answers and serves `model` (ConfigurationError naming the URL if not)."""
+        await check_endpoint(self._client, self._name, model, timeout_s=self.settings.timeout_s, secrets=self._secrets)
 
     def _start(self) -> None:
         """Re-attach to the batches a previous run left open, and start the flusher (once)."""
@@ -204,15 +211,19 @@ class BatchEngine(CachingCompleter):
         lines: dict[str, str] = {}
         size = 0
         for key in list(self._queue):
-            line = json.dumps(
-                {"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT, "body": self._pending[key].request.body()}
-            )
+            body = self._body(self._pending[key].request)
+            line = json.dumps({"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT, "body": body})
             if lines and (len(lines) >= self.max_batch_requests or size + len(line) + 1 > self.max_batch_bytes):
                 break
             lines[key] = line
             size += len(line) + 1
             del self._queue[key]
         return lines
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        folded = self.settings.folds_system(request.model)
+        forms = self.settings.structured_forms()
+        return request.body(form=forms[0], system_in_user=folded)
 
     async def _submit(self, lines: dict[str, str]) -> None:
         data = ("\n".join(lines.values()) + "\n").encode()

@@ -9,6 +9,7 @@ once per distinct request, however many callers ask for it at the same time, and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +37,10 @@ class EngineStats:
     """Live counters for progress bars and run summaries. Tokens and cost count fresh answers only."""
 
     in_flight: int = 0
-    """Distinct requests being worked on now (sending, backing off, or waiting in a batch)."""
+    """Distinct requests being worked on now (on the wire, queued for a slot, backing off, or waiting in
+    a batch)."""
+    sending: int = 0
+    """HTTP requests on the wire now (at most the concurrency)."""
     sent: int = 0
     """HTTP requests sent (retries included), or batch lines submitted."""
     answered: int = 0
@@ -52,18 +56,37 @@ class EngineStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    structured_output: dict[str, str] = field(default_factory=dict)
+    """Endpoint -> the structured-output form it was last sent with (negotiated under ``auto``)."""
+    notes: list[str] = field(default_factory=list)
+    """What the engine learned about its endpoints and adapted to (each said once, in order)."""
+
+    @property
+    def queued(self) -> int:
+        """Requests being worked on but not on the wire (waiting for a slot, a pause or a retry)."""
+        return max(self.in_flight - self.sending, 0)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     def status_line(self) -> str:
         """One short line, e.g. for a progress bar's description."""
         retries = sum(self.retries.values())
         return (
-            f"in flight {self.in_flight} | sent {self.sent} | cached {self.cache_hits} | retries {retries}"
-            f" | tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out | ${self.cost_usd:.4f}"
+            f"sending {self.sending} | queued {self.queued} | sent {self.sent} | cached {self.cache_hits}"
+            f" | retries {retries} | tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out"
+            f" | ${self.cost_usd:.4f}"
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Every counter, as plain JSON-ready values."""
-        return {**vars(self), "retries": dict(self.retries)}
+        return {
+            **vars(self),
+            "retries": dict(self.retries),
+            "structured_output": dict(self.structured_output),
+            "notes": list(self.notes),
+        }
 
 
 def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> CachedAnswer:
@@ -135,6 +158,9 @@ class CachingCompleter:
     closes it) or None (no persistence).
     """
 
+    max_tokens_override: int | None = None
+    """When set, every request's answer budget (``--max-tokens``), applied before the cache lookup."""
+
     def __init__(self, cache: ResponseCache | str | Path | None, prices: PriceTable | None) -> None:
         self._owns_cache = cache is not None and not isinstance(cache, ResponseCache)
         self.cache = ResponseCache(cache) if isinstance(cache, str | Path) else cache
@@ -149,6 +175,8 @@ class CachingCompleter:
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """The answer to ``request``: from the cache, from an identical request in flight, or fresh."""
+        if self.max_tokens_override is not None and request.max_tokens != self.max_tokens_override:
+            request = dataclasses.replace(request, max_tokens=self.max_tokens_override)
         key = request.cache_key()
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1

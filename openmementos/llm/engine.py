@@ -15,13 +15,16 @@ import asyncio
 import gc
 import itertools
 import logging
+import re
 from pathlib import Path
 
 import openai
 
 from openmementos.llm.cache import CachedAnswer, ResponseCache
 from openmementos.llm.completer import CachingCompleter, EngineStats, answer_from_body
+from openmementos.llm.errors import RequestRejected, short_detail
 from openmementos.llm.limits import PauseGate, RateLimiter, exhausted_quota_seconds, retry_after_seconds
+from openmementos.llm.preflight import check_endpoint
 from openmementos.llm.pricing import PriceTable
 from openmementos.llm.request import ChatRequest
 from openmementos.llm.retry import as_llm_error, server_message
@@ -83,35 +86,101 @@ def make_openai_client(base_url: str, api_key: str, settings: LLMSettings) -> op
     )
 
 
-class _Endpoint:
-    """One base URL: its client, its load, its server-ordered pause, and what it turned out to reject."""
+class _FormRefused(Exception):
+    """The server refused a request because of its ``response_format``."""
 
-    def __init__(self, base_url: str, api_key: str, settings: LLMSettings, stats: EngineStats) -> None:
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+_SYSTEM_ROLE_REFUSED = re.compile(r"system (role|message|prompt)|roles? must alternate", re.IGNORECASE)
+
+
+class _Endpoint:
+    """One base URL: its client, its load, its server-ordered pause, and what it turned out to reject.
+
+    Structured output is negotiated here: requests carrying a schema use the endpoint's current form
+    (`LLMSettings.structured_forms`, strictest first). Until a form has been answered once, such
+    requests go out one at a time, so a server that refuses the form refuses exactly one request; a
+    refusal (HTTP 400 or 422, or a 5xx whose body names ``response_format``) moves the endpoint to the
+    next form, is noted once, and the request is sent again in that form, never retried as a server
+    error.
+    """
+
+    def __init__(
+        self, base_url: str, api_key: str, settings: LLMSettings, stats: EngineStats, *, fold_system: bool
+    ) -> None:
         self.name = display_url(base_url)
         self.client = make_openai_client(base_url, api_key, settings)
         self._url = f"{base_url}/chat/completions"  # absolute: the client then parses it once, not twice
         self.gate = PauseGate(max_pause_s=settings.backoff_max_s)
         self.in_flight = 0
-        self.structured_output = True
+        self.forms = list(settings.structured_forms())
+        self._form_settled = self.forms[0] == "none"
+        self._probe = asyncio.Lock()
         self.max_tokens_field = "max_tokens"
+        self.fold_system = fold_system
+        self._may_fold_system = settings.system_prompt == "auto"
         self._settings = settings
         self._stats = stats
         self._connection_failures = 0
 
+    @property
+    def form(self) -> str:
+        return self.forms[0]
+
     async def send(self, request: ChatRequest) -> CachedAnswer:
-        """One chat completion (or one adaptation-and-resend after a 400 that names a parameter)."""
+        """One chat completion, in the form this endpoint takes (negotiating it if need be)."""
         while True:
-            body = request.body(structured=self.structured_output, max_tokens_field=self.max_tokens_field)
+            form = self.form if request.json_schema is not None else "none"
+            try:
+                if form == "none" or self._form_settled:
+                    return await self._post(request, form)
+                async with self._probe:
+                    if self._form_settled or self.form != form:
+                        continue  # settled (or moved on) while this request waited: look again
+                    answer = await self._post(request, form)
+                    self._form_settled = True
+                    return answer
+            except _FormRefused as refused:
+                self._refuse_form(form, refused)
+
+    def _refuse_form(self, form: str, refused: _FormRefused) -> None:
+        if self.form != form:
+            return  # another request already moved this endpoint on
+        if len(self.forms) == 1:
+            raise RequestRejected(
+                status=refused.status,
+                detail=f"{refused.detail} (this server refuses structured output as {form}: "
+                "try --structured-output auto or none)",
+            )
+        self.forms.pop(0)
+        self._form_settled = self.form == "none"
+        message = f"{self.name} refuses structured output as {form} (HTTP {refused.status}): using {self.form}"
+        log.warning("%s", message)
+        self._stats.note(message)
+
+    async def _post(self, request: ChatRequest, form: str) -> CachedAnswer:
+        """One HTTP request (or one adaptation-and-resend after a refusal that names a parameter)."""
+        while True:
+            body = request.body(form=form, max_tokens_field=self.max_tokens_field, system_in_user=self.fold_system)
+            if request.json_schema is not None:
+                self._stats.structured_output[self.name] = form
             self.in_flight += 1
+            self._stats.sending += 1
             self._stats.sent += 1
             try:
                 async with asyncio.timeout(self._settings.timeout_s):
                     response = await self.client.post(self._url, body=body, cast_to=httpx.Response)
-            except openai.BadRequestError as exc:
-                if self._adapt(request, exc):
-                    continue
-                raise
             except openai.APIStatusError as exc:
+                if form != "none" and _names_response_format(exc):
+                    raise _FormRefused(exc.status_code, short_detail(server_message(exc))) from None
+                if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError) and self._adapt(
+                    request, exc
+                ):
+                    continue
                 self._observe_refusal(exc)
                 raise
             except openai.APITimeoutError:
@@ -123,6 +192,7 @@ class _Endpoint:
                 raise
             finally:
                 self.in_flight -= 1
+                self._stats.sending -= 1
             self._connection_failures = 0
             if (pause := exhausted_quota_seconds(response.headers)) is not None:
                 self.gate.pause(pause)
@@ -137,19 +207,34 @@ class _Endpoint:
         if pause is not None:
             self.gate.pause(pause)
 
-    def _adapt(self, request: ChatRequest, exc: openai.BadRequestError) -> bool:
-        """Learn from a 400 that names a parameter this server does not take; True to resend."""
+    def _adapt(self, request: ChatRequest, exc: openai.APIStatusError) -> bool:
+        """Learn from a 400/422 that names a parameter or role this server does not take; True to resend."""
         message = server_message(exc).lower()
-        if self.structured_output and request.json_schema is not None and "response_format" in message:
-            self.structured_output = False
-            log.warning("%s rejects response_format: asking for plain text from now on", self.name)
-            return True
         renamed = "max_tokens" in message and "max_completion_tokens" in message
         if request.max_tokens is not None and self.max_tokens_field == "max_tokens" and renamed:
             self.max_tokens_field = "max_completion_tokens"
             log.info("%s rejects max_tokens: sending max_completion_tokens from now on", self.name)
             return True
+        has_system = any(m.get("role") == "system" for m in request.messages)
+        if has_system and not self.fold_system and self._may_fold_system and _SYSTEM_ROLE_REFUSED.search(message):
+            self.fold_system = True
+            note = f"{self.name} refuses the system role: instructions go at the top of the first user turn"
+            log.warning("%s", note)
+            self._stats.note(note)
+            return True
         return False
+
+
+def _names_response_format(exc: openai.APIStatusError) -> bool:
+    """A refusal of the structured-output form: 400, 422 or a 5xx whose message names response_format
+    (llama.cpp's server answers 500 with the validation error of its request model)."""
+    status = exc.status_code
+    if status not in (400, 422) and status < 500:
+        return False
+    text = server_message(exc)
+    if status >= 500 and "response_format" not in text:
+        text = exc.response.text if exc.response is not None else ""
+    return "response_format" in text
 
 
 class LLMEngine(CachingCompleter):
@@ -157,6 +242,8 @@ class LLMEngine(CachingCompleter):
 
     ``cache``: a :class:`ResponseCache` (caller-owned), a path to one (engine-owned) or None.
     ``prices``: the :class:`PriceTable` for cost accounting (defaults to the built-in one).
+    ``model``: the model the run uses, if one (``system_prompt="auto"`` folds system messages for
+    families without a system role; :meth:`preflight` checks the endpoints serve it).
     At hundreds of requests per second, call :func:`relax_gc` once first (a process-wide setting).
     """
 
@@ -166,13 +253,18 @@ class LLMEngine(CachingCompleter):
         *,
         cache: ResponseCache | str | Path | None = None,
         prices: PriceTable | None = None,
+        model: str = "",
     ) -> None:
         self.settings = settings or LLMSettings()
         api_key = self.settings.key()
         endpoints = self.settings.endpoints()
         super().__init__(cache, prices)
         self._secrets = (api_key,)
-        self._endpoints = [_Endpoint(url, api_key, self.settings, self.stats) for url in endpoints]
+        self.max_tokens_override = self.settings.max_tokens
+        self._endpoints = [
+            _Endpoint(url, api_key, self.settings, self.stats, fold_system=self.settings.folds_system(model))
+            for url in endpoints
+        ]
         self._rotation = itertools.count()
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._limiter = RateLimiter(self.settings.rpm, self.settings.tpm)
@@ -180,6 +272,15 @@ class LLMEngine(CachingCompleter):
 
     def __repr__(self) -> str:
         return f"LLMEngine(endpoints={[e.name for e in self._endpoints]}, concurrency={self.settings.concurrency})"
+
+    async def preflight(self, model: str) -> None:
+        """Check every endpoint answers and serves `model` (ConfigurationError naming the URL if not)."""
+        await asyncio.gather(
+            *(
+                check_endpoint(e.client, e.name, model, timeout_s=self.settings.timeout_s, secrets=self._secrets)
+                for e in self._endpoints
+            )
+        )
 
     async def _fetch(self, request: ChatRequest) -> tuple[CachedAnswer, int]:
         attempts = 0

@@ -15,13 +15,16 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)(api[_-]?key[\"'\s:=]+)[^\s\"',;]+"),
 )
 _MAX_DETAIL_CHARS = 300
+MIN_SECRET_CHARS = 8
+"""Shorter values are not masked by value: "x" as a key would turn every "x" of a message into "***".
+(Key-shaped text and bearer tokens are masked whatever their length.)"""
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with the given secrets and anything that looks like a key or bearer token masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """``text`` with the given secrets (whole, of plausible length) and anything that looks like a key
+    or bearer token masked; other text is left as it is."""
+    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True):
+        text = text.replace(secret, "***")
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + "***", text)
     return text

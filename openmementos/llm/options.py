@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, SecretStr, model_validator
 
+from openmementos.llm.request import STRUCTURED_FORMS
 from openmementos.options import Cli, Request
 
 if TYPE_CHECKING:
@@ -50,6 +51,21 @@ class EndpointOptions(Request):
     cache_dir: Annotated[Path | None, Cli(panel=LLM_PANEL)] = Field(
         None, description="Response cache folder (default OUT_DIR/.llm); share it across runs to pay once."
     )
+    structured_output: Annotated[str, Cli(panel=LLM_PANEL, metavar="FORM")] = Field(
+        "auto",
+        pattern="^(auto|" + "|".join(STRUCTURED_FORMS) + ")$",
+        description="How JSON answers are requested: json_schema (OpenAI, vLLM), json_object with the schema "
+        "(llama.cpp), none (the prompt only); auto starts strict and steps down once per endpoint it is refused.",
+    )
+    system_prompt: Annotated[str, Cli(panel=LLM_PANEL, metavar="ROLE")] = Field(
+        "auto",
+        pattern="^(auto|system|user)$",
+        description="Where the instructions go: system, or user (the top of the first user turn, for chat "
+        "templates without a system role); auto: user for Gemma and for servers that refuse a system role.",
+    )
+    max_tokens: Annotated[int | None, Cli(panel=LLM_PANEL)] = Field(
+        None, ge=1, description="Answer budget of every request. Default: sized from what each answer must hold."
+    )
 
     @model_validator(mode="after")
     def _both_prices(self) -> EndpointOptions:
@@ -67,6 +83,9 @@ class EndpointOptions(Request):
             rpm=self.rpm,
             tpm=self.tpm,
             timeout_s=self.timeout,
+            structured_output=self.structured_output,
+            system_prompt=self.system_prompt,
+            max_tokens=self.max_tokens,
         )
 
     def prices(self, model: str) -> PriceTable:
@@ -87,7 +106,8 @@ def engine_opener(
 
     A hosted endpoint without a key, or a cache folder that cannot be written, fails here, before any
     work. The returned coroutine function is awaited on the engine's event loop (`llm.runner`), so the
-    engine's HTTP clients bind to that loop.
+    engine's HTTP clients bind to that loop; it checks every endpoint serves `model` (`llm.preflight`)
+    before the engine is handed out.
     """
     from openmementos.llm.batch import BatchEngine
     from openmementos.llm.cache import ResponseCache
@@ -100,11 +120,19 @@ def engine_opener(
     prices = options.prices(model)
 
     async def open_engine() -> ChatCompleter:
+        engine: LLMEngine | BatchEngine
         if batch:
-            return await BatchEngine(
-                settings, cache=cache_path, prices=prices, poll_interval_s=poll_interval_s
-            ).__aenter__()
-        relax_gc()  # many requests in flight: see there
-        return LLMEngine(settings, cache=cache_path, prices=prices)
+            engine = BatchEngine(settings, cache=cache_path, prices=prices, poll_interval_s=poll_interval_s)
+        else:
+            relax_gc()  # many requests in flight: see there
+            engine = LLMEngine(settings, cache=cache_path, prices=prices, model=model)
+        try:
+            await engine.preflight(model)
+            if isinstance(engine, BatchEngine):
+                await engine.__aenter__()
+        except BaseException:
+            await engine.close()
+            raise
+        return engine
 
     return open_engine

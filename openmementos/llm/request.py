@@ -12,6 +12,25 @@ _CACHE_KEY_VERSION = 1
 _DEFAULT_COMPLETION_BUDGET = 1024
 """Tokens assumed for the answer, for rate limiting, when a request sets no max_tokens."""
 
+STRUCTURED_FORMS = ("json_schema", "json_object", "none")
+"""How a request's JSON Schema is sent, strictest first: OpenAI's `json_schema` response format; the
+`json_object` format with the schema attached (llama.cpp's server enforces it with a grammar); or no
+response format at all (the prompt alone asks for JSON)."""
+
+
+REASK_TEMPERATURE_STEP = 0.3
+"""Re-ask k of the same thing goes out with seed k and the temperature raised by k steps (up to 1)."""
+
+
+def varied_sampling(temperature: float, attempt: int) -> tuple[float, int | None]:
+    """Temperature and seed of the `attempt`-th re-ask of one thing (0: the first ask, unvaried).
+
+    A re-ask that repeated the failed request would get the same junk from a deterministic server, and
+    the same cache entry from ours."""
+    if attempt == 0:
+        return temperature, None
+    return min(temperature + REASK_TEMPERATURE_STEP * attempt, max(temperature, 1.0)), attempt
+
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: the same value always gives the same text."""
@@ -56,24 +75,32 @@ class ChatRequest:
         """sha256 of model, messages, sampling parameters and schema; independent of endpoint and key."""
         return self._key
 
-    def body(self, *, structured: bool = True, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+    def body(
+        self, *, form: str = "json_schema", max_tokens_field: str = "max_tokens", system_in_user: bool = False
+    ) -> dict[str, Any]:
         """The JSON body of ``POST /chat/completions`` for this request.
 
-        ``structured=False`` leaves out ``response_format`` (for servers that reject it);
-        ``max_tokens_field`` is ``max_completion_tokens`` for servers that refuse ``max_tokens``.
+        ``form`` is how the schema is sent (one of `STRUCTURED_FORMS`); ``max_tokens_field`` is
+        ``max_completion_tokens`` for servers that refuse ``max_tokens``; ``system_in_user`` puts the
+        system messages at the top of the first user turn (templates without a system role).
         """
-        body: dict[str, Any] = {"model": self.model, "messages": list(self.messages)}
+        if form not in STRUCTURED_FORMS:
+            raise ValueError(f"unknown structured-output form {form!r}; choose from {', '.join(STRUCTURED_FORMS)}")
+        messages = system_folded(self.messages) if system_in_user else list(self.messages)
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
             body[max_tokens_field] = self.max_tokens
         if self.seed is not None:
             body["seed"] = self.seed
-        if structured and self.json_schema is not None:
+        if self.json_schema is not None and form == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": dict(self.json_schema)},
             }
+        elif self.json_schema is not None and form == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": dict(self.json_schema)}
         body.update(self.params)
         return body
 
@@ -81,6 +108,19 @@ class ChatRequest:
         """A cheap upper-side guess of the tokens this request consumes (for tokens-per-minute limits)."""
         chars = sum(len(str(message.get("content", ""))) for message in self.messages)
         return chars // 4 + 8 * len(self.messages) + (self.max_tokens or _DEFAULT_COMPLETION_BUDGET)
+
+
+def system_folded(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation without system messages: their text opens the first user turn instead."""
+    system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    if not system:
+        return rest
+    first_user = next((i for i, m in enumerate(rest) if m.get("role") == "user"), None)
+    if first_user is None:
+        return [{"role": "user", "content": system}, *rest]
+    rest[first_user]["content"] = f"{system}\n\n{rest[first_user].get('content', '')}"
+    return rest
 
 
 @dataclass(frozen=True)
@@ -99,3 +139,8 @@ class ChatResult:
     cached: bool
     attempts: int
     finish_reason: str | None = None
+
+    @property
+    def cut_at_limit(self) -> bool:
+        """The answer stopped at its token limit (``finish_reason`` "length"): it may end mid-way."""
+        return self.finish_reason == "length"

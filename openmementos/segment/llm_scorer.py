@@ -2,8 +2,10 @@
 
 A trace's n - 1 boundaries are cut into windows of `window` boundaries (16 by default); each window is
 one request showing its sentences with the boundaries marked, answered with strict JSON
-`{"scores": [...]}`: exactly one integer 0-3 per boundary. An answer with the wrong count, values out of
-range or no JSON is re-asked once (in the same conversation, saying what was wrong). A window that
+`{"scores": [...]}`: exactly one integer 0-3 per boundary (the schema's enum, which a grammar enforces;
+integers out of range are clamped when read). An answer with the wrong count, a value that is not an
+integer or no JSON is re-asked once (in the same conversation, saying what was wrong, with a varied seed
+and temperature so a deterministic server does not repeat itself). A window that
 still fails, or that the server refuses, takes the heuristic scores for its boundaries: it is counted
 (`BoundaryScores.fallback_windows`, the row's `scorer` string, the run summary) and never padded with
 zeros.
@@ -24,6 +26,7 @@ in input order as their scores arrive.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from typing import Any
 
 from openmementos.llm import ChatCompleter, ChatRequest, EngineStats, MalformedAnswer, RequestRejected, extract_json
 from openmementos.llm.options import engine_opener
+from openmementos.llm.request import REASK_TEMPERATURE_STEP, varied_sampling
 from openmementos.llm.shards import LLMShardProcessor
 from openmementos.resources import content_hash, read_prompt
 from openmementos.runtime.manifest import Manifest
@@ -57,8 +61,11 @@ REASK_USER = (
 
 @cache
 def prompt_version() -> str:
-    """Content hash of the instructions and every template around the data."""
-    return content_hash(read_prompt("boundary_scores.md"), WINDOW_USER, BOUNDARY, SENTENCE, ELISION, REASK_USER)
+    """Content hash of the instructions, every template around the data, the answer schema and the
+    re-ask's sampling step."""
+    schema = json.dumps(scores_schema(1), sort_keys=True)
+    templates = (WINDOW_USER, BOUNDARY, SENTENCE, ELISION, REASK_USER)
+    return content_hash(read_prompt("boundary_scores.md"), *templates, schema, str(REASK_TEMPERATURE_STEP))
 
 
 def windows(boundaries: int, size: int) -> list[range]:
@@ -85,8 +92,11 @@ def window_messages(sentences: Sequence[str], boundaries: range) -> list[dict[st
     return [{"role": "system", "content": read_prompt("boundary_scores.md")}, {"role": "user", "content": user}]
 
 
+SCORES = (0, 1, 2, 3)
+
+
 def scores_schema(count: int) -> dict[str, Any]:
-    scores = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 3}}
+    scores = {"type": "array", "items": {"type": "integer", "enum": list(SCORES)}}
     scores.update(minItems=count, maxItems=count)
     return {
         "type": "object",
@@ -97,7 +107,7 @@ def scores_schema(count: int) -> dict[str, Any]:
 
 
 def parse_scores(text: str, count: int) -> list[int]:
-    """Exactly `count` integer scores 0-3 from an answer; ValueError saying what is wrong otherwise."""
+    """Exactly `count` integer scores from an answer, clamped to 0-3; ValueError saying what is wrong."""
     try:
         value = extract_json(text)
     except MalformedAnswer:
@@ -108,9 +118,9 @@ def parse_scores(text: str, count: int) -> list[int]:
     if len(scores) != count:
         raise ValueError(f"it has {len(scores)} scores for {count} boundaries")
     for score in scores:
-        if isinstance(score, bool) or not isinstance(score, int | float) or score not in (0, 1, 2, 3):
+        if isinstance(score, bool) or not isinstance(score, int | float) or score != int(score):
             raise ValueError(f"{score!r} is not an integer from 0 to 3")
-    return [int(score) for score in scores]
+    return [min(max(int(score), SCORES[0]), SCORES[-1]) for score in scores]
 
 
 def to_half_points(value: float) -> float:
@@ -144,12 +154,16 @@ class ScoringTally:
         return self.engine.cost_usd
 
     def render(self) -> str:
-        return (
+        lines = [
             f"LLM scoring: {self.windows:,} windows for {self.traces:,} traces, {self.reasked:,} re-asked, "
             f"{self.fallback_windows:,} fell back to the heuristic ({self.traces_with_fallback:,} traces); "
-            f"{self.requests:,} answers, {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion "
-            f"tokens paid, ${self.cost_usd:.4f}"
-        )
+            f"{self.requests:,} answers ({self.engine.sent:,} requests sent), {self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion tokens paid, ${self.cost_usd:.4f}"
+        ]
+        if forms := ", ".join(f"{url}: {form}" for url, form in self.engine.structured_output.items()):
+            lines.append(f"structured output: {forms}")
+        lines += [f"note: {note}" for note in self.engine.notes]
+        return "\n".join(lines)
 
 
 class LLMScorer:
@@ -231,12 +245,14 @@ class LLMScorer:
         count, first, last = len(boundaries), boundaries.start, boundaries.stop - 1
         messages = window_messages(sentences, boundaries)
         for attempt in range(2):
+            temperature, seed = varied_sampling(0.0, attempt)
             request = ChatRequest(
                 model=self.model,
                 messages=messages,
-                temperature=0.0,
+                temperature=temperature,
                 max_tokens=16 + 4 * count,
                 json_schema=scores_schema(count),
+                seed=seed,
             )
             try:
                 result = await self.engine.complete(request)

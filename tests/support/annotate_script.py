@@ -11,6 +11,15 @@ trace text, so a test picks each fault per trace:
 * `WEAK` in a block: its first memento scores 5 (below the threshold); the refined one scores 9.
 * `STUBBORN` in a block: every version scores below the threshold, the first best (6, then 4).
 * `MUTE` in a block: the judge never gives a readable verdict (-> quarantine).
+
+And like a weak model (a small model behind llama.cpp):
+
+* `RUNAWAY` in the problem: the first compress answer numbers its mementos "1", "2", ... far past the
+  last block, until the server cuts it at the token limit.
+* `TERSE` in the problem: at temperature 0 every memento is one character; a re-ask sampled warmer
+  (the recipe's varied re-ask) gets real ones.
+* `LOOPING` in a block: the judge's verdict repeats one fix until the token limit cuts it.
+* `WILD` in a block: the judge's rubric values are out of range ("method": 45, "values": -3).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ _BLOCK = re.compile(r'<block id="(\d+)">\n(.*?)\n</block>', re.DOTALL)
 _BLOCK_ONLY = re.compile(r"<block>\n(.*?)\n</block>", re.DOTALL)
 _MEMENTO = re.compile(r"<memento>\n(.*?)\n</memento>", re.DOTALL)
 _REASKED = re.compile(r"exactly these blocks \(([\d, ]+)\)")
+_PROBLEM = re.compile(r"^(Problem \d+: .*)$", re.MULTILINE)
 
 
 WORDS = 30
@@ -96,18 +106,25 @@ def memento_for(block_id: int, text: str) -> str:
 
 def responder(body: dict[str, Any]) -> str | Reply:
     messages = body["messages"]
-    system, user = messages[0]["content"], messages[1]["content"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    user = next(m["content"] for m in messages if m["role"] == "user")  # the instructions top it when folded
     last = messages[-1]["content"]
+    followup = last if messages[-1] is not next(m for m in messages if m["role"] == "user") else None
     if "numbered blocks" in user:
-        return _compress(user, last if len(messages) > 2 else None)
-    if "You grade one memento" in system:
-        return _judge(user, retried=len(messages) > 2)
+        return _compress(user, followup, body.get("temperature") or 0.0)
+    if "You grade one memento" in system + user:
+        return _judge(user, retried=followup is not None)
     return _refine(user)
 
 
-def _compress(user: str, followup: str | None) -> str | Reply:
+def _compress(user: str, followup: str | None, temperature: float) -> str | Reply:
     blocks = {int(k): v for k, v in _BLOCK.findall(user)}
-    problem = user.split("\n", 2)[1]
+    problem = _PROBLEM.search(user).group(1)  # type: ignore[union-attr]
+    if followup is None and "RUNAWAY" in problem:
+        return json.dumps({"mementos": [{"id": n, "memento": str(n)} for n in range(1, 2000)]})
+    if "TERSE" in problem and temperature == 0:
+        wanted = sorted(blocks) if followup is None else _asked(followup)
+        return json.dumps({"mementos": [{"id": key, "memento": str(key)} for key in wanted]})
     if followup is None:
         if "PROSE" in problem:
             return "Here is my summary of the reasoning: it computes several values."
@@ -115,7 +132,7 @@ def _compress(user: str, followup: str | None) -> str | Reply:
         if "FEWER" in problem:
             wanted = wanted[:-1]
     else:
-        wanted = [int(k) for k in _REASKED.search(followup).group(1).split(",")]
+        wanted = _asked(followup)
     items = []
     for key in wanted:
         if "NEVER" in problem and key == 2:
@@ -130,6 +147,10 @@ def _compress(user: str, followup: str | None) -> str | Reply:
     return answer
 
 
+def _asked(followup: str) -> list[int]:
+    return [int(k) for k in _REASKED.search(followup).group(1).split(",")]  # type: ignore[union-attr]
+
+
 def _verdict(score: float) -> str:
     parts = {"formulas": 3, "values": 2, "method": 2, "verification": 1, "confirmed": 1, "result_first": 1}
     return json.dumps({**parts, "deduction": 10 - score, "fixes": ["quote x_b", "drop filler", "lead with result"]})
@@ -140,6 +161,12 @@ def _judge(user: str, retried: bool) -> str:
     memento = _MEMENTO.search(user).group(1)
     if "MUTE" in block:
         return "I would rather not grade this."
+    if "LOOPING" in block:
+        parts = {"formulas": 3, "values": 2, "method": 2, "verification": 1, "confirmed": 1, "result_first": 1}
+        return json.dumps({**parts, "deduction": 1, "fixes": ["quote x_b verbatim"] * 5000})
+    if "WILD" in block:
+        parts = {"formulas": 3, "values": -3, "method": 45, "verification": 1, "confirmed": 1, "result_first": 1}
+        return json.dumps({**parts, "deduction": 0, "fixes": ["lead with the result"]})
     if "STUBBORN" in block:
         return _verdict(6 if memento.startswith("weak ") else 4)
     return _verdict(5 if memento.startswith("weak ") else 9)

@@ -110,6 +110,13 @@ class Faults:
     """Answer 200 with a body that is not valid JSON."""
     reject_response_format: bool = False
     """Answer 400 (mentioning response_format) to any request that carries ``response_format``."""
+    llamacpp_response_format: bool = False
+    """Answer like llama-cpp-python's server: HTTP 500 with its request model's validation error for a
+    ``json_schema`` response format; ``{"type": "json_object", "schema": ...}`` is taken."""
+    refuse_system_role: bool = False
+    """Answer 400 "System role not supported" (a chat template without one) to requests with a system turn."""
+    served_models: tuple[str, ...] = ()
+    """What ``GET /models`` lists (nothing: a server that lists no models, whose model name is not checked)."""
     ratelimit_remaining_requests: int | None = None
     """When set, every answer carries ``x-ratelimit-remaining-requests`` with this value ..."""
     ratelimit_reset_requests: str = "1s"
@@ -128,7 +135,9 @@ class Faults:
     def from_json(cls, text: str) -> Faults:
         raw = json.loads(text)
         rules = {f.name for f in dataclasses.fields(cls) if f.type in ("FaultRule", FaultRule)}
-        return cls(**{k: FaultRule(**v) if k in rules else v for k, v in raw.items()})
+        values = {k: FaultRule(**v) if k in rules else v for k, v in raw.items()}
+        values["served_models"] = tuple(values.get("served_models", ()))
+        return cls(**values)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,6 +199,8 @@ class StandInStats:
     """Batch lines processed, by :func:`messages_hash`."""
     faults: Counter[str] = field(default_factory=Counter)
     """Faults injected, by name (``rate_limit``, ``server_error``, ...)."""
+    response_formats: Counter[str] = field(default_factory=Counter)
+    """Chat requests received by the ``type`` of their ``response_format`` (``none`` without one)."""
     auth_headers: set[str] = field(default_factory=set)
     """Distinct Authorization header values seen (so a test can check the key that was sent)."""
 
@@ -229,7 +240,19 @@ def _json_response(payload: Any, status: int = 200, headers: dict[str, str] | No
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", **headers: str) -> _Response:
-    return _json_response({"error": {"message": message, "type": kind, "code": None}}, status, headers)
+    return _json_response({"error": {"message": message, "type": kind, "param": None, "code": None}}, status, headers)
+
+
+def _llamacpp_validation_error(form: str) -> str:
+    """The message llama-cpp-python's server puts in its 500 for a response format it does not model."""
+    error = {
+        "type": "literal_error",
+        "loc": ("body", "response_format", "type"),
+        "msg": "Input should be 'text' or 'json_object'",
+        "input": form,
+        "ctx": {"expected": "'text' or 'json_object'"},
+    }
+    return f"1 validation error:\n  {error!r}"
 
 
 class _Server:
@@ -323,7 +346,8 @@ class _Server:
                 return await self.chat(json.loads(body), headers)
             case "GET", ["models"]:
                 self.stats.routes[route] += 1
-                return _json_response({"object": "list", "data": [{"id": "standin", "object": "model"}]})
+                listed = [{"id": name, "object": "model", "owned_by": "standin"} for name in self.faults.served_models]
+                return _json_response({"object": "list", "data": listed})
             case "POST", ["files"]:
                 self.stats.routes[route] += 1
                 return self.create_file(headers, body)
@@ -362,6 +386,9 @@ class _Server:
         n, faults = self.chat_arrivals, self.faults
         key = messages_hash(request.get("messages", []))
         self.stats.chat_received[key] += 1
+        response_format = request.get("response_format")
+        form = response_format.get("type", "?") if isinstance(response_format, dict) else "none"
+        self.stats.response_formats[form] += 1
         if faults.latency_s:
             await asyncio.sleep(faults.latency_s)
         if faults.rate_limit.hits(n):
@@ -381,6 +408,12 @@ class _Server:
         if faults.reject_response_format and "response_format" in request:
             self.stats.faults["reject_response_format"] += 1
             return _error(400, "Invalid parameter: 'response_format' is not supported by this model.")
+        if faults.llamacpp_response_format and form not in ("none", "text", "json_object"):
+            self.stats.faults["llamacpp_response_format"] += 1
+            return _error(500, _llamacpp_validation_error(form), "internal_server_error")
+        if faults.refuse_system_role and any(m.get("role") == "system" for m in request.get("messages", [])):
+            self.stats.faults["refuse_system_role"] += 1
+            return _error(400, "System role not supported")
         if faults.malformed_body.hits(n):
             self.stats.faults["malformed_body"] += 1
             return _Response(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "x')
@@ -404,6 +437,10 @@ class _Server:
         prompt = "".join(str(m.get("content", "")) for m in request.get("messages", []))
         prompt_tokens = reply.prompt_tokens or estimate_tokens(prompt)
         completion_tokens = reply.completion_tokens or estimate_tokens(reply.text)
+        limit = request.get("max_tokens") or request.get("max_completion_tokens")
+        if limit and completion_tokens > limit:  # a generation stops at its token limit, mid-way
+            reply = dataclasses.replace(reply, text=reply.text[: limit * 4], finish_reason="length")
+            completion_tokens = limit
         return {
             "id": self._new_id("chatcmpl"),
             "object": "chat.completion",
