@@ -53,7 +53,10 @@ _PLACEHOLDER_ANYWHERE = re.compile(
 
 
 def is_placeholder(text: str) -> bool:
-    """True for stand-in text that is not a memento ("N/A", "[summary unavailable]", "...", "TODO")."""
+    """True for stand-in text that is not a memento ("N/A", "[summary unavailable]", "...", "TODO"), and for
+    text with no letter or digit at all (a weak model's `"...},"`)."""
+    if not any(char.isalnum() for char in text):
+        return True
     core = re.sub(r"[\s\[\]()<>{}\"'`*#:.]+", " ", text.lower()).strip()
     bare = text.strip().lower()
     return bool(_PLACEHOLDER_WHOLE.fullmatch(core) or _PLACEHOLDER_WHOLE.fullmatch(bare)) or bool(

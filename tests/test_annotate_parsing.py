@@ -70,7 +70,16 @@ def test_parsing_finds_the_texts_and_the_memento_rules_judge_them() -> None:
         3: ["memento_reserved"],
         4: ["memento_placeholder"],
     }
-    assert parse_mementos("no json at all", [1]).problems == {1: "missing"}
+    unreadable = parse_mementos("no json at all", [1])
+    assert unreadable.problems == {1: "missing (no memento list could be read from the answer)"}
+
+
+def test_raw_newlines_inside_strings_are_read_and_the_rules_then_refuse_the_junk() -> None:
+    # Gemma 3 270M under llama.cpp's json_object grammar wrote exactly this: control characters in strings.
+    gemma = '{ "mementos": [{"id": 1, "memento": "...},\n  {" },{ "id": 2, "memento": "...},\n  {" }]}'
+    parsed = parse_mementos(gemma, [1, 2])
+    assert parsed.usable == {1: "...},\n  {", 2: "...},\n  {"} and parsed.problems == {}
+    assert "memento_placeholder" in broken_rules(parsed.usable[1])
 
 
 @pytest.mark.parametrize("text", ["N/A", "...", "TODO", "[Summary not available]", "<memento>", "Memento 3", "none"])

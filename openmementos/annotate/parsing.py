@@ -89,7 +89,7 @@ def _json_or_none(text: str) -> Any:
 
 def _salvage_items(text: str, key: str = "mementos") -> list[Any]:
     """Complete items of the JSON list under `key` cut short (a generation that hit its token limit)."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     start = text.find("[", max(text.find(f'"{key}"'), 0))
     items: list[Any] = []
     if start < 0:
@@ -170,12 +170,13 @@ def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
     an id-keyed object, JSON in fences or prose, and lists truncated mid-way. Never invents or shifts a
     memento: an id the answer does not clearly cover is reported as a problem.
     """
-    by_id = _items_by_id(_answer_items(text), ids)
+    items = _answer_items(text)
+    by_id = _items_by_id(items, ids)
     usable: dict[int, str] = {}
     problems: dict[int, str] = {}
     for key in ids:
         if key not in by_id:
-            problems[key] = "missing"
+            problems[key] = "missing" if items else "missing (no memento list could be read from the answer)"
             continue
         memento = _item_text(by_id[key])
         if isinstance(memento, str):

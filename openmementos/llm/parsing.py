@@ -17,13 +17,13 @@ def extract_json(text: str) -> Any:
     """The JSON value in an answer: the whole text, else a fenced block, else the first ``{...}`` or
     ``[...]`` that parses. Raises :class:`MalformedAnswer` when there is none."""
     stripped = text.strip()
+    decoder = json.JSONDecoder(strict=False)  # weak models write raw newlines inside strings
     candidates = [stripped, *(block.strip() for block in _FENCE.findall(text))]
     for candidate in candidates:
         try:
-            return json.loads(candidate)
+            return decoder.decode(candidate)
         except ValueError:
             pass
-    decoder = json.JSONDecoder()
     for match in re.finditer(r"[\[{]", text):
         try:
             value, _end = decoder.raw_decode(text, match.start())
