@@ -103,6 +103,14 @@ def _bounds(info: FieldInfo) -> dict[str, Any]:
     return bounds
 
 
+def _repeated_metavar(typ: Any) -> str | None:
+    """What one value of a repeatable option is (PATH, TEXT), instead of rich's `<list[str]>`."""
+    if get_origin(typ) is not list:
+        return None
+    (item,) = get_args(typ)
+    return "PATH" if item is Path else "TEXT"
+
+
 def parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     """The Typer parameter of one request field."""
     cli, typ = cli_of(info), cli_type(info.annotation)
@@ -110,7 +118,7 @@ def parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     plain_default = info.default is None or isinstance(info.default, (*_PLAIN, Enum))
     default = ... if required else (info.default if plain_default else None)
     shown = not required and plain_default and info.default is not None and info.annotation is not SecretStr
-    metavar = cli.metavar or (flag_of(name, info) if cli.argument else None)
+    metavar = cli.metavar or (flag_of(name, info) if cli.argument else None) or _repeated_metavar(typ)
     common: dict[str, Any] = {"help": escape(info.description or ""), "metavar": metavar, "show_default": shown}
     if cli.argument:
         declaration: Any = typer.Argument(**common)

@@ -26,7 +26,7 @@ LLM_PANEL = "LLM endpoint"
 class EndpointOptions(Request):
     """Where the LLM is, how hard to drive it, and where its answers are cached."""
 
-    base_url: Annotated[list[str], Cli(panel=LLM_PANEL)] = Field(
+    base_url: Annotated[list[str], Cli(panel=LLM_PANEL, metavar="URL")] = Field(
         [], description="OpenAI-compatible endpoint; repeat for several replicas. Default: $OPENAI_BASE_URL."
     )
     api_key: Annotated[SecretStr | None, Cli(panel=LLM_PANEL, secret_env="OPENAI_API_KEY")] = Field(
