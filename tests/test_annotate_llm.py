@@ -242,6 +242,7 @@ def test_nothing_listening_fails_within_seconds_naming_the_url(tmp_path: Path) -
     assert code == 1 and f"http://127.0.0.1:{port}/v1" in output and "nothing listening" in output
     assert time.monotonic() - start < 10
     assert "shards done" not in output  # nothing ran: no report of a run
+    assert not (tmp_path / "out").exists()  # a refused run leaves no folder (not even an empty cache)
 
 
 def test_an_unknown_model_is_refused_before_any_request(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -107,7 +108,8 @@ def engine_opener(
     A hosted endpoint without a key, or a cache folder that cannot be written, fails here, before any
     work. The returned coroutine function is awaited on the engine's event loop (`llm.runner`), so the
     engine's HTTP clients bind to that loop; it checks every endpoint serves `model` (`llm.preflight`)
-    before the engine is handed out.
+    before the engine is handed out. A run refused there leaves no trace: the folders made for the
+    cache are removed again.
     """
     from openmementos.llm.batch import BatchEngine
     from openmementos.llm.cache import ResponseCache
@@ -115,7 +117,9 @@ def engine_opener(
 
     settings = options.llm_settings()
     settings.key()
-    with ResponseCache.in_dir(options.cache_dir or out_dir / ".llm") as cache:
+    cache_dir = options.cache_dir or out_dir / ".llm"
+    made = [folder for folder in (out_dir, cache_dir) if not folder.exists()]
+    with ResponseCache.in_dir(cache_dir) as cache:
         cache_path = cache.path
     prices = options.prices(model)
 
@@ -132,6 +136,8 @@ def engine_opener(
                 await engine.__aenter__()
         except BaseException:
             await engine.close()
+            for folder in reversed(made):
+                shutil.rmtree(folder, ignore_errors=True)
             raise
         return engine
 
