@@ -71,7 +71,7 @@ def test_parsing_finds_the_texts_and_the_memento_rules_judge_them() -> None:
         4: ["memento_placeholder"],
     }
     unreadable = parse_mementos("no json at all", [1])
-    assert unreadable.problems == {1: "missing (no memento list could be read from the answer)"}
+    assert unreadable.problems == {1: "missing: no memento list could be read from the answer"}
 
 
 def test_raw_newlines_inside_strings_are_read_and_the_rules_then_refuse_the_junk() -> None:

@@ -127,7 +127,12 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         model=model,
         port=port,
         evict=False,
-        vllm_args=("--dtype", "float32", "--max-model-len", "4096", "--served-model-name", "tiny"),
+        # A random model under a JSON grammar would fill its budget with the whitespace JSON allows
+        # between tokens; xgrammar's option holds it to compact JSON (a real model stops by itself).
+        vllm_args=(
+            *("--dtype", "float32", "--max-model-len", "4096", "--served-model-name", "tiny"),
+            *("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'),
+        ),
     )
     argv, env = serve_invocation(settings)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -176,7 +176,7 @@ def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
     problems: dict[int, str] = {}
     for key in ids:
         if key not in by_id:
-            problems[key] = "missing" if items else "missing (no memento list could be read from the answer)"
+            problems[key] = "missing" if items else "missing: no memento list could be read from the answer"
             continue
         memento = _item_text(by_id[key])
         if isinstance(memento, str):

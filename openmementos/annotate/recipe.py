@@ -281,7 +281,7 @@ def _accept(
     `validate` applies), so nothing annotate keeps is rejected later.
     """
     parsed = parse_mementos(answer.text, ids)
-    cut = " (the answer was cut at its token limit)" if answer.cut_at_limit else ""
+    cut = ", the answer was cut at its token limit" if answer.cut_at_limit else ""
     problems = {key: problem + cut for key, problem in parsed.problems.items()}
     keys = sorted(parsed.usable)
     sizes = count_tokens([parsed.usable[key] for key in keys], trace.tokenizer)
