@@ -92,6 +92,7 @@ class Spend:
         paid = Usage(
             requests=1,
             prompt_tokens=result.prompt_tokens,
+            cached_prompt_tokens=result.cached_prompt_tokens,
             completion_tokens=result.completion_tokens,
             cost_usd=result.cost_usd,
         )

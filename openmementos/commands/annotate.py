@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from openmementos.annotate.request import REPORT_FILE, AnnotateRequest
+from openmementos.llm.pricing import cached_share
 
 
 def annotate(request: AnnotateRequest) -> None:
@@ -50,7 +51,9 @@ def print_report(data: dict[str, Any], path: Path, stopped: bool, sharded: bool)
     lines = [
         f"annotated {traces['annotated']:,} traces, quarantined {traces['quarantined']:,}"
         + (f" ({reasons})" if reasons else ""),
-        f"LLM usage: {usage['requests']:,} requests, {usage['prompt_tokens']:,} prompt + "
+        f"LLM usage: {usage['requests']:,} requests, {usage['prompt_tokens']:,} prompt "
+        f"({usage.get('cached_prompt_tokens', 0):,} cached, "
+        f"{cached_share(usage.get('cached_prompt_tokens', 0), usage['prompt_tokens'])}) + "
         f"{usage['completion_tokens']:,} completion tokens, ${usage['cost_usd']:.4f}",
         f"memento/block tokens: {data['compression']['memento_to_block_ratio']:.3f}",
     ]

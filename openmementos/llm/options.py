@@ -48,6 +48,12 @@ class EndpointOptions(Request):
     price_out: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
         None, ge=0, description="US$ per 1M output tokens (overrides the price table; with --price-in)."
     )
+    price_cached_in: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
+        None,
+        ge=0,
+        description="US$ per 1M prompt tokens served from the provider's prefix cache (with --price-in; "
+        "default: the input price).",
+    )
     cache_dir: Annotated[Path | None, Cli(panel=LLM_PANEL)] = Field(
         None, description="Response cache folder (default OUT_DIR/.llm); share it across runs to pay once."
     )
@@ -71,6 +77,8 @@ class EndpointOptions(Request):
     def _both_prices(self) -> EndpointOptions:
         if (self.price_in is None) != (self.price_out is None):
             raise ValueError("give both --price-in and --price-out")
+        if self.price_cached_in is not None and self.price_in is None:
+            raise ValueError("--price-cached-in needs --price-in and --price-out")
         return self
 
     def llm_settings(self) -> LLMSettings:
@@ -91,7 +99,9 @@ class EndpointOptions(Request):
     def prices(self, model: str) -> PriceTable:
         from openmementos.llm.pricing import PriceTable
 
-        return PriceTable({model: (self.price_in, self.price_out)} if self.price_in is not None else None)
+        if self.price_in is None:
+            return PriceTable()
+        return PriceTable({model: (self.price_in, self.price_out, self.price_cached_in)})
 
 
 def engine_opener(
