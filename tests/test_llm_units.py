@@ -9,7 +9,6 @@ import logging
 
 import pytest
 
-from openmementos.llm.pricing import DEFAULT_PRICES
 from openmementos.llm import (
     ChatRequest,
     ConfigurationError,
@@ -21,6 +20,7 @@ from openmementos.llm import (
     relax_gc,
 )
 from openmementos.llm.limits import exhausted_quota_seconds, parse_duration, retry_after_seconds
+from openmementos.llm.pricing import DEFAULT_PRICES
 from openmementos.llm.settings import display_url
 
 MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}]

@@ -81,8 +81,17 @@ class ResponseCache:
         """Store and commit several answers in one transaction."""
         now = time.time()
         rows = [
-            (key, a.text, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.model, int(a.batch), now)
-            + (a.cached_prompt_tokens,)
+            (
+                key,
+                a.text,
+                a.prompt_tokens,
+                a.completion_tokens,
+                a.finish_reason,
+                a.model,
+                int(a.batch),
+                now,
+                a.cached_prompt_tokens,
+            )
             for key, a in items
         ]
         self._db.execute("BEGIN")
