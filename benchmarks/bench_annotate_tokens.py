@@ -143,7 +143,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, OpenAIStandIn(Faults(), responder=responder) as server:
         root = Path(tmp)
         write_segmented(root / "segmented", traces)
-        single = annotate(root / "segmented", root / "single", server.base_url, "--no-judge")
+        single = annotate(root / "segmented", root / "single", server.base_url, "--judge", "off")
         judged = annotate(root / "segmented", root / "judged", server.base_url)
     print(f"{len(traces)} traces, {blocks:.1f} blocks and {reasoning:,.0f} reasoning tokens per trace (cl100k)")
     print(

@@ -220,6 +220,11 @@ class MementoReview(Record):
         default=-1,
         description="Index of the round whose memento was kept (the best-scoring version); -1: the last",
     )
+    judge: str = Field(
+        default="per-memento",
+        description="per-memento: each verdict from a call about this memento alone; per-trace: from a call "
+        "grading every memento of the trace",
+    )
 
     @property
     def final_score(self) -> float | None:

@@ -196,6 +196,7 @@ def run_report(
     }
     if tally.judged:
         result["judge"] = {
+            "mode": manifest.options.get("judge"),
             "threshold": threshold,
             "max_rounds": max_rounds,
             "mementos_judged": tally.judged,

@@ -59,7 +59,7 @@ def print_report(data: dict[str, Any], path: Path, stopped: bool, sharded: bool)
     ]
     if judge := data.get("judge"):
         rates = ", ".join(f"round {k}: {v:.0%}" for k, v in judge["pass_rate_after_round"].items())
-        lines.append(f"judge pass rate (>= {judge['threshold']:g}) after {rates}")
+        lines.append(f"judge ({judge.get('mode')}) pass rate (>= {judge['threshold']:g}) after {rates}")
     if engine := data["last_run"]["engine"]:
         lines.append(
             f"this run: {engine['sent']:,} requests sent, {engine['cache_hits']:,} answers from the cache, "

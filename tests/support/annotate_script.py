@@ -110,11 +110,44 @@ def responder(body: dict[str, Any]) -> str | Reply:
     user = next(m["content"] for m in messages if m["role"] == "user")  # the instructions top it when folded
     last = messages[-1]["content"]
     followup = last if messages[-1] is not next(m for m in messages if m["role"] == "user") else None
+    if JUDGE_TRACE_TASK in user:
+        return _judge_trace(user, followup)
+    if REFINE_TRACE_TASK in user:
+        return _refine_trace(user, followup)
     if "numbered blocks" in user:
         return _compress(user, followup, body.get("temperature") or 0.0)
     if "You grade one memento" in system + user:
         return _judge(user, retried=followup is not None)
     return _refine(user)
+
+
+JUDGE_TRACE_TASK = "Request: grade the mementos listed below."
+REFINE_TRACE_TASK = "Request: improve the mementos listed below."
+_LISTED = re.compile(r'<memento id="(\d+)">\n(.*?)\n</memento>', re.DOTALL)
+_STILL_NEEDED = re.compile(r"Grade exactly these \(([\d, ]+)\)")
+
+
+def _judge_trace(user: str, followup: str | None) -> str | Reply:
+    """Per-trace verdicts, by block number, with the per-memento judge's faults per block."""
+    blocks = {int(k): v for k, v in _BLOCK.findall(user)}
+    listed = {int(k): v for k, v in _LISTED.findall(user)}
+    wanted = (
+        sorted(listed) if followup is None else [int(k) for k in _STILL_NEEDED.search(followup).group(1).split(",")]
+    )  # type: ignore[union-attr]
+    verdicts = []
+    for key in wanted:
+        answer = _judge(f"<block>\n{blocks[key]}\n</block>\n\n<memento>\n{listed[key]}\n</memento>", False)
+        if not answer.startswith("{"):
+            continue  # MUTE: no verdict for this one
+        verdicts.append({"id": key, **json.loads(answer)})
+    return json.dumps({"verdicts": verdicts})
+
+
+def _refine_trace(user: str, followup: str | None) -> str:
+    listed = {int(k): v for k, v in _LISTED.findall(user)}
+    wanted = sorted(listed) if followup is None else _asked(followup)
+    items = [{"id": key, "memento": "better " + listed[key].removeprefix("weak ")} for key in wanted]
+    return json.dumps({"mementos": items})
 
 
 def _compress(user: str, followup: str | None, temperature: float) -> str | Reply:
