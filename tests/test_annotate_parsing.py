@@ -164,5 +164,10 @@ def test_per_trace_verdicts_by_block_number_salvaged_and_clamped() -> None:
     assert parse_verdicts(no_deduction[: no_deduction.index('"deduction"')], [1], True).problems == {
         1: "no verdict (the answer was cut at its token limit)"
     }, "a verdict cut before its deduction is not taken at full marks"
+    compact = {"id": 1, "points": [3, 2, 2, 1, 1, 1], "deduction": 2, "fixes": ["same"] * 500}
+    cut_compact = parse_verdicts(json.dumps({"verdicts": [compact]})[:300], [1], cut_at_limit=True)
+    assert cut_compact.verdicts[1].score == 8.0, "the compact form (points in rubric order) is salvaged too"
+    wild = {"id": 2, "points": [3, -3, 45, 1, 1, 1], "deduction": 0, "fixes": []}
+    assert parse_verdicts(json.dumps({"verdicts": [wild]}), [2]).verdicts[2].score == 8.0, "each point clamped"
     schema = verdicts_schema([1, 2])["properties"]["verdicts"]
     assert schema["minItems"] == schema["maxItems"] == 2 and schema["items"]["properties"]["id"]["enum"] == [1, 2]

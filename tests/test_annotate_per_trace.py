@@ -87,6 +87,16 @@ def test_per_trace_judge_one_call_per_round_cached_prefix_and_valid_output(tmp_p
         assert mine and all(b["messages"][0]["content"] == default_prompts().compress for b in mine)
         assert all(b["messages"][1]["content"].startswith(shown) for b in mine)
 
+    # Fixes are asked only where a refinement uses them: none at all in the last round (the grammar says so).
+    def fixes_schema(body: dict) -> dict:
+        verdict = body["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]["items"]
+        return verdict["properties"]["fixes"]
+
+    graded = [b for b in bodies if "Request: grade the mementos" in b["messages"][1]["content"]]
+    final = [b for b in graded if "These grades are final" in b["messages"][-1]["content"]]
+    assert final and all(fixes_schema(b)["maxItems"] == 0 for b in final)
+    assert all(fixes_schema(b) == {**fixes_schema(b), "minItems": 0, "maxItems": 5} for b in graded if b not in final)
+
     # Provenance: the manifest, the report and every review name the judge.
     assert read_manifest(tmp_path / "annotated").options["judge"] == "per-trace"
     report = json.loads((tmp_path / "annotated" / "annotate_report.json").read_text())

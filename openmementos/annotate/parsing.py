@@ -58,7 +58,7 @@ def mementos_schema(ids: Sequence[int]) -> dict[str, Any]:
     return _object({"mementos": listed})
 
 
-def verdict_properties() -> dict[str, Any]:
+def verdict_properties(min_fixes: int = 1, max_fixes: int = MAX_FIXES) -> dict[str, Any]:
     """The fields of one verdict: each rubric criterion and the deduction in range, at most 5 short fixes."""
     points = {name: {"type": "integer", "minimum": 0, "maximum": top} for name, top in RUBRIC.items()}
     return {
@@ -67,8 +67,8 @@ def verdict_properties() -> dict[str, Any]:
         "fixes": {
             "type": "array",
             "items": {"type": "string", "minLength": 1, "maxLength": FIX_MAX_CHARS},
-            "minItems": 1,
-            "maxItems": MAX_FIXES,
+            "minItems": min_fixes,
+            "maxItems": max_fixes,
         },
     }
 
@@ -76,9 +76,21 @@ def verdict_properties() -> dict[str, Any]:
 VERDICT_SCHEMA: dict[str, Any] = _object(verdict_properties())
 
 
-def verdicts_schema(ids: Sequence[int]) -> dict[str, Any]:
-    """One verdict for each of `ids` (block numbers), keyed by `id`: the per-trace judge's answer."""
-    item = _object({"id": {"type": "integer", "enum": sorted(ids)}, **verdict_properties()})
+def verdicts_schema(ids: Sequence[int], fixes: bool = True) -> dict[str, Any]:
+    """One verdict for each of `ids` (block numbers), keyed by `id`: the per-trace judge's answer.
+
+    Compact, since answer tokens cost the most: the rubric points as one list in `RUBRIC` order (each
+    clamped to its range when read). Fixes are optional (only a memento below the threshold needs
+    them), and none at all when `fixes` is False (the last round: no refinement follows)."""
+    properties = verdict_properties(min_fixes=0, max_fixes=MAX_FIXES if fixes else 0)
+    points = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": max(RUBRIC.values())}}
+    compact = {
+        "id": {"type": "integer", "enum": sorted(ids)},
+        "points": {**points, "minItems": len(RUBRIC), "maxItems": len(RUBRIC)},
+        "deduction": properties["deduction"],
+        "fixes": properties["fixes"],
+    }
+    item = _object(compact)
     return _object({"verdicts": {"type": "array", "items": item, "minItems": len(ids), "maxItems": len(ids)}})
 
 
@@ -316,6 +328,23 @@ def parse_verdict(text: str, cut_at_limit: bool = False) -> Verdict:
     raise MalformedAnswer(f"the judge's answer has no usable score: {problem}")
 
 
+def _salvaged_tail(text: str) -> Verdict | None:
+    """The verdict being written when a per-trace answer was cut, once its deduction is in (its fixes
+    may be lost): a verdict cut before its deduction is not taken at full marks."""
+    deduction = re.search(_FIELD_NUMBER.format(name="deduction"), text)
+    if deduction is None:
+        return None
+    listed = re.search(r'"points"\s*:\s*\[([^\]]*)\]', text)
+    if listed is None:
+        return _salvaged_verdict(text)
+    points = [_number(value) for value in listed.group(1).split(",")]
+    if len(points) != len(RUBRIC) or any(value is None for value in points):
+        return None
+    fixes = [fix for fix in _salvage_items(text, "fixes") if isinstance(fix, str)]
+    parts = dict(zip(RUBRIC, points, strict=True))
+    return Verdict(rubric_score(parts, float(deduction.group(1))), _fixes(fixes))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class VerdictAnswer:
     """What one per-trace judge answer gave for the mementos (by block number) it was asked about."""
@@ -326,19 +355,19 @@ class VerdictAnswer:
 
 
 def parse_verdicts(text: str, ids: Sequence[int], cut_at_limit: bool = False) -> VerdictAnswer:
-    """The verdicts of a per-trace judge answer (`{"verdicts": [{"id", rubric..., "fixes"}]}`), by block.
+    """The verdicts of a per-trace judge answer (`{"verdicts": [{"id", "points", "deduction", "fixes"}]}`,
+    or the rubric criteria by name), by block.
 
     Each verdict is read like a single one (`verdict_of`: rubric points clamped, a bare in-range
     `score` accepted); a list cut short keeps its complete verdicts. An id the answer does not clearly
     cover, or covers without a readable rubric, is reported as a problem, never guessed.
     """
     value = _listed_items(_json_or_none(text), "verdicts")
-    items, rest = (value, "") if value is not None else _salvage(text, "verdicts")
+    whole = value is not None and any(isinstance(item, dict) for item in value)  # not a points list found inside
+    items, rest = (value, "") if whole else _salvage(text, "verdicts")
     by_id = _items_by_id([item for item in items if isinstance(item, dict)], ids)
-    # The verdict being written when the answer was cut counts once its deduction is in (the fixes may be lost).
     last = re.match(r'\s*\{\s*"id"\s*:\s*"?(\d+)', rest)
-    whole = last is not None and re.search(_FIELD_NUMBER.format(name="deduction"), rest) is not None
-    if last and whole and int(last.group(1)) not in by_id and (salvaged := _salvaged_verdict(rest)) is not None:
+    if last and int(last.group(1)) not in by_id and (salvaged := _salvaged_tail(rest)) is not None:
         by_id[int(last.group(1))] = salvaged
     cut = " (the answer was cut at its token limit)" if cut_at_limit else ""
     verdicts: dict[int, Verdict] = {}
@@ -351,6 +380,9 @@ def parse_verdicts(text: str, ids: Sequence[int], cut_at_limit: bool = False) ->
         if not isinstance(item, dict):
             problems[key] = "no verdict" + cut
             continue
+        points = item.get("points")
+        if isinstance(points, list) and len(points) == len(RUBRIC):  # the compact form: points in RUBRIC order
+            item = {**dict(zip(RUBRIC, points, strict=True)), **item}
         try:
             verdict = verdict_of(item)
         except MalformedAnswer as exc:

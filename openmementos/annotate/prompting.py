@@ -53,6 +53,7 @@ JUDGE_TRACE_RETRY_USER = (
 REFINE_USER = "<block>\n{block}\n</block>\n\n<memento>\n{memento}\n</memento>\n\nFixes to apply:\n{feedback}"
 LISTED_MEMENTO = '<memento id="{id}">\n{memento}\n</memento>'
 LISTED_FIXES = '<fixes id="{id}">\n{feedback}\n</fixes>'
+LAST_ROUND = 'These grades are final (no rewrite follows): give no fixes, "fixes": [] for every memento.'
 TASK_SEPARATOR = "\n\n---\n\n"
 """Between the shared prefix (the trace) and what one request asks."""
 
@@ -80,7 +81,7 @@ class PromptSet:
         return content_hash(
             self.compress, self.judge, self.refine, self.judge_trace, self.refine_trace, TRACE_USER, BLOCK,
             COMPRESS_TASK, REASK_USER, JUDGE_USER, JUDGE_RETRY_USER, JUDGE_TRACE_RETRY_USER, REFINE_USER,
-            LISTED_MEMENTO, LISTED_FIXES, TASK_SEPARATOR, schemas, str(REASK_TEMPERATURE_STEP),
+            LISTED_MEMENTO, LISTED_FIXES, LAST_ROUND, TASK_SEPARATOR, schemas, str(REASK_TEMPERATURE_STEP),
         )  # fmt: skip
 
 
@@ -146,10 +147,17 @@ def refine_messages(prompts: PromptSet, block: str, memento: str, feedback: str)
     return [{"role": "system", "content": prompts.refine}, {"role": "user", "content": user}]
 
 
-def judge_trace_messages(prompts: PromptSet, trace: str, mementos: Mapping[int, str]) -> list[Message]:
-    """The per-trace judge: the trace, the rubric once, then every memento to grade, by block number."""
+def judge_trace_messages(
+    prompts: PromptSet, trace: str, mementos: Mapping[int, str], threshold: float, last_round: bool
+) -> list[Message]:
+    """The per-trace judge: the trace, the rubric once, then every memento to grade, by block number.
+
+    Fixes are asked only where a refinement will use them: for mementos below `threshold`, and not in
+    the `last_round` (its verdicts are final)."""
+    rubric = prompts.judge_trace.strip().replace("{threshold}", f"{threshold:g}")
     listed = "\n\n".join(LISTED_MEMENTO.format(id=key, memento=mementos[key]) for key in sorted(mementos))
-    return about_trace(prompts, trace, f"{prompts.judge_trace.strip()}\n\n{listed}")
+    final = f"\n\n{LAST_ROUND}" if last_round else ""
+    return about_trace(prompts, trace, f"{rubric}{final}\n\n{listed}")
 
 
 def judge_trace_retry_messages(

@@ -300,7 +300,8 @@ class Recipe:
         rounds: dict[int, list[JudgeRound]] = {key: [] for key in ids}
         in_play = ids
         for number in range(1, self.settings.max_rounds + 1):
-            verdicts, paid = await self._judge_trace(shown, {key: current[key] for key in in_play}, spend)
+            last = number == self.settings.max_rounds
+            verdicts, paid = await self._judge_trace(shown, {key: current[key] for key in in_play}, last, spend)
             prompt_shares = _shares(paid["prompt_tokens"], len(in_play))
             completion_shares = _shares(paid["completion_tokens"], len(in_play))
             for index, key in enumerate(in_play):
@@ -314,7 +315,7 @@ class Recipe:
                     )
                 )
             weak = [key for key in in_play if verdicts[key].score < self.settings.threshold]
-            if not weak or number == self.settings.max_rounds:
+            if not weak or last:
                 break
             conversation = refine_trace_messages(
                 self.prompts, shown, {key: current[key] for key in weak}, {key: verdicts[key].feedback for key in weak}
@@ -328,20 +329,21 @@ class Recipe:
         return [memento for memento, _ in kept], [review for _, review in kept]
 
     async def _judge_trace(
-        self, shown: str, mementos: dict[int, str], spend: Spend
+        self, shown: str, mementos: dict[int, str], last_round: bool, spend: Spend
     ) -> tuple[dict[int, Verdict], dict[str, int]]:
         """A verdict for every memento in `mementos` (by block number), from one call and at most one retry."""
         ids = sorted(mementos)
-        messages = judge_trace_messages(self.prompts, shown, mementos)
+        messages = judge_trace_messages(self.prompts, shown, mementos, self.settings.threshold, last_round)
         budget = VERDICT_MAX_TOKENS * len(ids) + 64
-        results = [await self._ask("judge", messages, verdicts_schema(ids), budget, spend)]
+        results = [await self._ask("judge", messages, verdicts_schema(ids, not last_round), budget, spend)]
         answer = parse_verdicts(results[0].text, ids, results[0].cut_at_limit)
         verdicts = dict(answer.verdicts)
         if answer.problems:
             retry = judge_trace_retry_messages(messages, results[0].text, answer.problems)
             asked = sorted(answer.problems)
             budget = VERDICT_MAX_TOKENS * len(asked) + 64
-            results.append(await self._ask("judge", retry, verdicts_schema(asked), budget, spend, attempt=1))
+            schema = verdicts_schema(asked, not last_round)
+            results.append(await self._ask("judge", retry, schema, budget, spend, attempt=1))
             second = parse_verdicts(results[1].text, asked, results[1].cut_at_limit)
             verdicts.update(second.verdicts)
             if second.problems:

@@ -15,6 +15,7 @@ STAGE = "annotate"
 EXTRACTIVE = "extractive"
 """The offline, deterministic annotator (`--model extractive`)."""
 RECIPE_PANEL = "Recipe (LLM annotators)"
+ESTIMATE_PANEL = "Estimate"
 REPORT_FILE = "annotate_report.json"
 """The run report in the output folder: tokens, cost, pass rates and quarantine reasons."""
 
@@ -76,6 +77,19 @@ class AnnotateRequest(RecipeSettings, EndpointOptions, ExecutorOptions):
     batch: bool = Field(False, description="Use the OpenAI Batch API (half price, results within 24 h).")
     poll_interval: float = Field(30.0, ge=0.01, description="Seconds between batch status checks.")
     limit: int | None = Field(None, ge=0, description="Annotate only the first N traces (trial runs).")
+    estimate: Annotated[bool, Cli(panel=ESTIMATE_PANEL)] = Field(
+        False,
+        description="Only print what this run would send and cost: requests, prompt/completion/cached tokens "
+        "and US$ per trace and for the whole input, standard, with cached prefixes and with the Batch API. "
+        "Sends nothing, writes nothing, needs no API key.",
+    )
+    expected_pass_rate: Annotated[float | None, Cli(panel=ESTIMATE_PANEL)] = Field(
+        None,
+        ge=0,
+        le=1,
+        description="For --estimate: share of first drafts the judge passes. Default: 0.28, the published "
+        "single-pass rate (refined mementos: 0.90).",
+    )
 
     @model_validator(mode="after")
     def _model_named_for_an_endpoint(self) -> AnnotateRequest:
