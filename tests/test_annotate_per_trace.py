@@ -140,3 +140,13 @@ def test_a_pipeline_file_may_still_say_judge_true_or_false(tmp_path: Path) -> No
     assert RecipeSettings(model="m", judge=False).judge == "off"
     with pytest.raises(ValueError, match="per-trace"):
         RecipeSettings(model="m", judge="sometimes")
+
+
+def test_the_live_bar_shows_the_cached_share_of_the_prompt() -> None:
+    from openmementos.annotate.accounting import LiveStatus
+    from openmementos.llm import EngineStats
+
+    stats = EngineStats(prompt_tokens=10_000, cached_prompt_tokens=6_200, completion_tokens=500, cost_usd=0.0021)
+    line = LiveStatus(10, stats)()
+    assert "$0.0021" in line and "62% of prompt cached" in line
+    assert "cached" not in LiveStatus(10, EngineStats(prompt_tokens=5))()

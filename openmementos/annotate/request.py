@@ -103,6 +103,9 @@ class AnnotateRequest(RecipeSettings, EndpointOptions, ExecutorOptions):
             )
         return self
 
+    def secret_required(self, name: str) -> bool | None:
+        return None if self.annotator() == EXTRACTIVE else super().secret_required(name)
+
     def annotator(self) -> str:
         """The model to annotate with: `--model`, else the offline extractive annotator."""
         return self.model or EXTRACTIVE

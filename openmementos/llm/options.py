@@ -81,6 +81,12 @@ class EndpointOptions(Request):
             raise ValueError("--price-cached-in needs --price-in and --price-out")
         return self
 
+    def secret_required(self, name: str) -> bool | None:
+        """The API key is required for the hosted OpenAI API; a self-hosted server may take one."""
+        if name == "api_key":
+            return self.llm_settings().needs_key()
+        return super().secret_required(name)
+
     def llm_settings(self) -> LLMSettings:
         from openmementos.llm.settings import LLMSettings
 
