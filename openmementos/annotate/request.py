@@ -35,12 +35,12 @@ class RecipeSettings(MementoRules, Request):
     """How an LLM annotates a trace: the model, the judge loop and the rules a memento must pass."""
 
     model: str = Field(description="Annotator LLM.")
-    judge: Annotated[JudgeMode, BeforeValidator(_judge_mode), Cli(panel=RECIPE_PANEL, metavar="MODE")] = Field(
+    judge: Annotated[JudgeMode, BeforeValidator(_judge_mode), Cli(panel=RECIPE_PANEL)] = Field(
         PER_MEMENTO,
         description="How mementos are judged and weak ones refined. per-memento: one judge call per memento "
         "and one refinement per weak memento (the paper's recipe); per-trace: one judge call per round for all "
         "mementos of a trace (its blocks and the rubric sent once) and one refinement call for all weak ones, "
-        "about half the cost with prefix caching; off: single pass, compress only.",
+        "about 0.6x the cost with prefix caching; off: single pass, compress only.",
     )
     threshold: Annotated[float, Cli(panel=RECIPE_PANEL)] = Field(
         8.0, ge=0, le=10, description="Judge score (0-10) a memento must reach."
