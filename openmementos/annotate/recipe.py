@@ -13,7 +13,8 @@
 3. **Judge.** Every memento gets a verdict: rubric points (SPEC 4.6) summed into a 0-10 score, and
    3-5 fixes. `--judge per-memento` (the paper's) makes one judge call per memento (its block alone);
    `--judge per-trace` makes one call per round for every memento in play (the trace once, the rubric
-   once, verdicts keyed by block number). A verdict cut at its token limit that holds every rubric
+   once, verdicts keyed by block number and compact, fixes only for mementos below the threshold and
+   none in the last round, where no refinement uses them). A verdict cut at its token limit that holds every rubric
    number is used; an unreadable one is asked for once more (varied like a re-ask; per trace: only the
    mementos without a verdict), then the trace is quarantined (`judge_unreadable`, saying what was
    wrong): a score we cannot read is not a score we may publish.

@@ -58,7 +58,11 @@ class ResponseCache:
         )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
         if "cached_prompt_tokens" not in columns:  # a cache written before cached tokens were read
-            self._db.execute("ALTER TABLE answers ADD COLUMN cached_prompt_tokens INTEGER NOT NULL DEFAULT 0")
+            try:
+                self._db.execute("ALTER TABLE answers ADD COLUMN cached_prompt_tokens INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as error:  # another process added it meanwhile
+                if "duplicate column" not in str(error):
+                    raise
 
     @classmethod
     def in_dir(cls, state_dir: str | Path) -> ResponseCache:
