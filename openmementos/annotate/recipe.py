@@ -14,10 +14,10 @@
    3-5 fixes. `--judge per-memento` (the paper's) makes one judge call per memento (its block alone);
    `--judge per-trace` makes one call per round for every memento in play (the trace once, the rubric
    once, verdicts keyed by block number and compact, fixes only for mementos below the threshold and
-   none in the last round, where no refinement uses them). A verdict cut at its token limit that holds every rubric
-   number is used; an unreadable one is asked for once more (varied like a re-ask; per trace: only the
-   mementos without a verdict), then the trace is quarantined (`judge_unreadable`, saying what was
-   wrong): a score we cannot read is not a score we may publish.
+   none in the last round, where no refinement uses them). A verdict cut at its token limit that holds
+   every rubric number is used; an unreadable one is asked for once more (varied like a re-ask; per
+   trace: only the mementos without a verdict), then the trace is quarantined (`judge_unreadable`,
+   saying what was wrong): a score we cannot read is not a score we may publish.
 4. **Refine.** A memento scoring below `threshold` is rewritten from (block, memento, fixes) and judged
    again, for at most `max_rounds` judge rounds in all (per trace: one refinement call for all weak
    mementos, answered by block number; ones missing or breaking a rule are re-asked like missing
