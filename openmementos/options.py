@@ -53,6 +53,11 @@ class Request(BaseModel):
         """The pipeline-file key of a field (its alias, else its name)."""
         return cls.model_fields[name].alias or name
 
+    def secret_required(self, name: str) -> bool | None:
+        """Whether this request must have the secret field `name` (True), may use it (False), or will not
+        use it at all (None). Every secret is required unless a request says otherwise."""
+        return True
+
 
 def _shard(value: Any) -> Any:
     return ShardSelection.parse(value) if isinstance(value, str) else value

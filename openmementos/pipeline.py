@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from openmementos import annotate, download, publish, segment, stats, validate
-from openmementos.annotate.request import AnnotateRequest
+from openmementos.annotate.request import EXTRACTIVE, AnnotateRequest
 from openmementos.download.request import DownloadRequest
 from openmementos.llm.errors import LLMError
 from openmementos.options import Request, cli_of
@@ -181,6 +181,47 @@ def secret_keys(request_type: type[Request]) -> dict[str, str]:
         for name, info in request_type.model_fields.items()
         if (env := cli_of(info).secret_env) is not None
     }
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """A secret a pipeline's stages use: its environment variable, by whom, and whether it is set."""
+
+    variable: str
+    required_by: list[str]
+    optional_for: list[str]
+    is_set: bool
+
+
+def secrets_used(calls: Sequence[StageCall]) -> list[SecretUse]:
+    """The secrets the stages will use (from `Cli.secret_env`), and whether each is set (never its value)."""
+    required: dict[str, list[str]] = {}
+    optional: dict[str, list[str]] = {}
+    for call in calls:
+        for name, info in type(call.request).model_fields.items():
+            variable = cli_of(info).secret_env
+            need = call.request.secret_required(name) if variable else None
+            if variable and need is not None:
+                (required if need else optional).setdefault(variable, []).append(call.name)
+    variables = sorted({*required, *optional})
+    return [
+        SecretUse(name, required.get(name, []), optional.get(name, []), bool(os.environ.get(name)))
+        for name in variables
+    ]
+
+
+def estimate_of(call: StageCall) -> Any:
+    """The cost estimate of an annotate stage (`annotate.estimate_annotate`), or why there is none yet."""
+    request = call.request
+    assert isinstance(request, AnnotateRequest)
+    if request.annotator() == EXTRACTIVE:
+        return "cost: none (the offline extractive annotator sends no LLM request)"
+    if not (request.in_dir / "manifest.json").exists():
+        return f"cost estimate: once {request.in_dir} holds segment's output (run --until segment, then --check again)"
+    try:
+        return annotate.estimate_annotate(request)
+    except (StageError, ValueError, OSError) as error:
+        return f"cost estimate: not available ({error})"
 
 
 def plan(spec: PipelineFile, path: Path | str = "pipeline", base: Path = Path()) -> list[StageCall]:

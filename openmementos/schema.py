@@ -220,6 +220,11 @@ class MementoReview(Record):
         default=-1,
         description="Index of the round whose memento was kept (the best-scoring version); -1: the last",
     )
+    judge: str = Field(
+        default="per-memento",
+        description="per-memento: each verdict from a call about this memento alone; per-trace: from a call "
+        "grading every memento of the trace",
+    )
 
     @property
     def final_score(self) -> float | None:
@@ -232,6 +237,8 @@ class Usage(Record):
 
     requests: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """Of `prompt_tokens`, those the provider served from its prefix cache (billed at the cached rate)."""
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
@@ -239,6 +246,7 @@ class Usage(Record):
         return Usage(
             requests=self.requests + other.requests,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
         )

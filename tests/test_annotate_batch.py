@@ -45,3 +45,17 @@ def test_batch_run_matches_the_live_run_at_half_the_price(tmp_path: Path) -> Non
     live_cost = json.loads((tmp_path / "live" / "annotate_report.json").read_text())["usage"]["total"]
     assert batch_cost["prompt_tokens"] == live_cost["prompt_tokens"] > 0
     assert abs(batch_cost["cost_usd"] - live_cost["cost_usd"] / 2) < 1e-6
+
+
+def test_per_trace_judge_through_the_batch_api(tmp_path: Path) -> None:
+    traces = [make_trace(0), make_trace(1, block_markers={1: "WEAK"}), make_trace(2, n_blocks=2)]
+    in_dir = write_segmented(tmp_path / "segmented", [traces])
+    with OpenAIStandIn(Faults(batch_delay_s=0.05), responder=responder) as server:
+        extra = ("--judge", "per-trace")
+        annotate(in_dir, tmp_path / "batch", server.base_url, *extra, "--batch", "--poll-interval", "0.05")
+        assert server.stats().chat_requests == 0
+        annotate(in_dir, tmp_path / "live", server.base_url, *extra)
+    batch_rows, _ = assert_each_once(tmp_path / "batch", [trace.id for trace in traces])
+    live_rows, _ = read_output(tmp_path / "live")
+    assert [(r.mementos, r.reviews) for r in batch_rows] == [(r.mementos, r.reviews) for r in live_rows]
+    assert [r.usage.requests for r in batch_rows] == [2, 4, 2]

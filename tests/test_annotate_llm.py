@@ -132,10 +132,10 @@ def test_no_judge_is_a_single_pass_and_a_rerun_sends_nothing(tmp_path: Path) -> 
     traces = [make_trace(n) for n in range(6)]
     in_dir = write_segmented(tmp_path / "segmented", [traces])
     with OpenAIStandIn(Faults(), responder=responder) as server:
-        code, output = run_annotate(in_dir, tmp_path / "annotated", server.base_url, "--no-judge")
+        code, output = run_annotate(in_dir, tmp_path / "annotated", server.base_url, "--judge", "off")
         assert code == 0, output
         assert server.stats().chat_requests == 6
-        code, output = run_annotate(in_dir, tmp_path / "again", server.base_url, "--no-judge", "--cache-dir",
+        code, output = run_annotate(in_dir, tmp_path / "again", server.base_url, "--judge", "off", "--cache-dir",
                                     str(tmp_path / "annotated" / ".llm"))  # fmt: skip
         assert code == 0, output
         assert server.stats().chat_requests == 6, "a second run over the same cache sends nothing"
@@ -150,7 +150,7 @@ def test_limit_and_shard_selection(tmp_path: Path) -> None:
     in_dir = write_segmented(tmp_path / "segmented", [traces[:3], traces[3:6], traces[6:]])
     out = tmp_path / "annotated"
     with OpenAIStandIn(Faults(), responder=responder) as server:
-        code, output = run_annotate(in_dir, out, server.base_url, "--no-judge", "--shard", "0/2", "--limit", "4")
+        code, output = run_annotate(in_dir, out, server.base_url, "--judge", "off", "--shard", "0/2", "--limit", "4")
     assert code == 0, output
     rows, _ = read_output(out)
     assert [row.id for row in rows] == ["trace-0000", "trace-0001", "trace-0002", "trace-0006"]
@@ -263,6 +263,6 @@ def test_a_failed_unsharded_run_says_to_rerun_not_to_run_other_shards(tmp_path: 
         raise ErrorReply(400, "Unsupported value: 'temperature'")
 
     with OpenAIStandIn(Faults(), responder=refusing) as server:
-        code, output = run_annotate(in_dir, tmp_path / "out", server.base_url, "--no-judge")
+        code, output = run_annotate(in_dir, tmp_path / "out", server.base_url, "--judge", "off")
     assert code == 1 and "refused the requests of 10 traces in a row" in output
     assert "1/2 shards done (rerun the same command to resume)" in output and "--shard" not in output

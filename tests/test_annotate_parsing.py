@@ -146,3 +146,37 @@ def test_refined_memento() -> None:
     with pytest.raises(MalformedAnswer):
         parse_refined('{"memento": "x')  # a JSON object cut short: no text to take
     assert broken_rules(parse_refined('{"memento": "N/A"}')) == ["memento_placeholder"]  # the recipe rejects it
+
+
+RUBRIC_FULL = {"formulas": 3, "values": 2, "method": 2, "verification": 1, "confirmed": 1, "result_first": 1}
+
+
+def test_per_trace_verdicts_by_block_number_salvaged_and_clamped() -> None:
+    from openmementos.annotate.parsing import parse_verdicts, verdicts_schema
+
+    items = [
+        {"id": 2, **RUBRIC_FULL, "deduction": 1, "fixes": ["a"]},
+        {"id": 1, **RUBRIC_FULL, "method": 45, "deduction": 0, "fixes": ["b"]},  # clamped: 2 points at most
+        {"id": 3, "formulas": 1},  # rubric incomplete
+    ]
+    answer = parse_verdicts(json.dumps({"verdicts": items}), [1, 2, 3, 4])
+    assert {key: v.score for key, v in answer.verdicts.items()} == {1: 10.0, 2: 9.0}
+    assert answer.problems == {
+        3: "its rubric lacks values, method, verification, confirmed, result_first",
+        4: "no verdict",
+    }
+    looping = json.dumps({"verdicts": [{"id": 1, **RUBRIC_FULL, "deduction": 2, "fixes": ["same"] * 500}]})
+    cut = parse_verdicts(looping[:400], [1, 2], cut_at_limit=True)
+    assert cut.verdicts[1].score == 8.0 and cut.verdicts[1].fixes == ["same"], "the verdict being written is salvaged"
+    assert cut.problems == {2: "no verdict (the answer was cut at its token limit)"}
+    no_deduction = json.dumps({"verdicts": [{"id": 1, **RUBRIC_FULL, "deduction": 2}]})
+    assert parse_verdicts(no_deduction[: no_deduction.index('"deduction"')], [1], True).problems == {
+        1: "no verdict (the answer was cut at its token limit)"
+    }, "a verdict cut before its deduction is not taken at full marks"
+    compact = {"id": 1, "points": [3, 2, 2, 1, 1, 1], "deduction": 2, "fixes": ["same"] * 500}
+    cut_compact = parse_verdicts(json.dumps({"verdicts": [compact]})[:300], [1], cut_at_limit=True)
+    assert cut_compact.verdicts[1].score == 8.0, "the compact form (points in rubric order) is salvaged too"
+    wild = {"id": 2, "points": [3, -3, 45, 1, 1, 1], "deduction": 0, "fixes": []}
+    assert parse_verdicts(json.dumps({"verdicts": [wild]}), [2]).verdicts[2].score == 8.0, "each point clamped"
+    schema = verdicts_schema([1, 2])["properties"]["verdicts"]
+    assert schema["minItems"] == schema["maxItems"] == 2 and schema["items"]["properties"]["id"]["enum"] == [1, 2]

@@ -50,6 +50,47 @@ def test_answers_usage_and_cost_are_accounted(tmp_path):
     assert "sending 0 | queued 0" in stats.status_line()
 
 
+def test_cached_prompt_tokens_are_read_from_usage_and_priced(tmp_path):
+    """A provider with prefix caching (the stand-in's) reports cached_tokens; the engine counts and prices them."""
+    shared = "The trace, word for word. " * 400  # ~10,000 characters: a prefix of ~2,500 tokens
+    requests = [
+        ChatRequest(
+            model="gpt-4.1-mini",
+            messages=[{"role": "system", "content": "S"}, {"role": "user", "content": shared + tail}],
+        )
+        for tail in ("compress it", "judge it", "refine it")
+    ]
+    with OpenAIStandIn(Faults(prefix_cache_min_tokens=1024)) as server:
+
+        async def main():
+            async with LLMEngine(fast_settings(server.base_url), cache=tmp_path / "c.sqlite") as engine:
+                results = [await engine.complete(request) for request in requests]
+                return results, engine.stats
+
+        results, stats = run(main())
+        again, _ = run(main())
+    first, *later = results
+    assert first.cached_prompt_tokens == 0, "nothing seen before the first request"
+    for result in later:
+        assert result.prompt_tokens * 0.8 <= result.cached_prompt_tokens < result.prompt_tokens
+        assert result.cached_prompt_tokens % 128 == 0
+        full = PriceTable().cost("gpt-4.1-mini", result.prompt_tokens, result.completion_tokens)
+        assert result.cost_usd == pytest.approx(
+            PriceTable().cost(
+                "gpt-4.1-mini",
+                result.prompt_tokens,
+                result.completion_tokens,
+                cached_prompt_tokens=result.cached_prompt_tokens,
+            )
+        )
+        assert result.cost_usd < 0.5 * full
+    assert stats.cached_prompt_tokens == sum(r.cached_prompt_tokens for r in later)
+    assert "cached" in stats.status_line()
+    assert [r.cached_prompt_tokens for r in again] == [r.cached_prompt_tokens for r in results], (
+        "the response cache keeps what the provider cached, so a replayed answer is priced the same"
+    )
+
+
 def test_rerun_is_served_from_the_cache_without_new_requests(tmp_path):
     requests = questions(10)
     with OpenAIStandIn() as server:

@@ -20,6 +20,7 @@ from openmementos.llm import (
     relax_gc,
 )
 from openmementos.llm.limits import exhausted_quota_seconds, parse_duration, retry_after_seconds
+from openmementos.llm.pricing import DEFAULT_PRICES
 from openmementos.llm.settings import display_url
 
 MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}]
@@ -110,6 +111,24 @@ def test_price_table(tmp_path, caplog):
     assert PriceTable.from_file(tmp_path / "prices.yaml").cost("gpt-4o-mini", 10**6, 10**6) == 2.0
 
 
+def test_cached_prompt_tokens_are_priced_at_the_cached_rate(tmp_path):
+    prices = PriceTable()
+    # gpt-4.1-mini: $0.40/M input, $0.10/M cached input, $1.60/M output
+    assert prices.cost("gpt-4.1-mini", 10**6, 0, cached_prompt_tokens=750_000) == pytest.approx(0.25 * 0.4 + 0.075)
+    assert prices.cost("gpt-4.1-mini", 10**6, 0, cached_prompt_tokens=750_000, batch=True) == pytest.approx(0.0875)
+    assert prices.cost("gpt-4.1-mini", 100, 0, cached_prompt_tokens=10**6) == pytest.approx(100 * 0.1 / 1e6), (
+        "never more cached tokens than prompt tokens"
+    )
+    assert all(price.cached_input_per_mtok is not None for price in DEFAULT_PRICES.values())
+    (tmp_path / "prices.yaml").write_text(
+        "local: {input: 1, output: 2}\ncheap: {input: 1, output: 2, cached_input: 0.5}\n"
+    )
+    table = PriceTable.from_file(tmp_path / "prices.yaml")
+    assert table.cost("local", 10**6, 0, cached_prompt_tokens=10**6) == 1.0, "no cached rate: billed as input"
+    assert table.cost("cheap", 10**6, 0, cached_prompt_tokens=10**6) == 0.5
+    assert PriceTable({"m": (1, 2, 0.25)}).cost("m", 10**6, 0, cached_prompt_tokens=10**6) == 0.25
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -164,3 +183,23 @@ def test_the_engine_leaves_the_garbage_collector_to_the_program():
         assert gc.get_threshold()[0] == 50_000, "never lowered"
     finally:
         gc.set_threshold(*saved)
+
+
+def test_a_cache_written_before_cached_tokens_were_read_still_opens(tmp_path):
+    import sqlite3
+
+    from openmementos.llm.cache import CachedAnswer, ResponseCache
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
+            "completion_tokens INTEGER NOT NULL, finish_reason TEXT, model TEXT NOT NULL, batch INTEGER NOT NULL, "
+            "stored_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO answers VALUES ('k', 'old answer', 10, 2, 'stop', 'm', 0, 0)")
+    cache = ResponseCache(path)
+    assert cache.get("k") == CachedAnswer("old answer", 10, 2, "stop", "m")
+    cache.put("new", CachedAnswer("new answer", 10, 2, "stop", "m", cached_prompt_tokens=8))
+    assert cache.get("new").cached_prompt_tokens == 8
+    cache.close()

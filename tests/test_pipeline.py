@@ -57,9 +57,42 @@ def test_bad_pipeline_files_get_clear_errors(tmp_path, body, message):
 def test_shipped_pipelines_are_valid(shipped):
     result = CliRunner().invoke(app, ["run", str(shipped), "--check"], env=WIDE)
     assert result.exit_code == 0, result.output
-    assert [line.split(":")[0] for line in result.output.splitlines()] == [
-        "download", "segment", "annotate", "validate", "stats", "publish"
+    assert [line.split(":")[0] for line in result.output.splitlines() if not line.startswith(" ")] == [
+        "download", "segment", "annotate", "validate", "stats", "publish", "secrets"
     ]  # fmt: skip
+
+
+def test_check_prints_the_cost_estimate_and_the_secrets_without_their_values(tmp_path):
+    from support.annotate_script import segmented_sample
+    from support.annotate_script import write_segmented as write_segment_folder
+
+    segmented = write_segment_folder(tmp_path / "segmented", [segmented_sample()])
+    path = write(
+        tmp_path / "p.yaml",
+        f"""
+        name: x
+        workdir: w
+        stages:
+          annotate: {{in_dir: {segmented}, model: gpt-4.1-mini, judge: per-trace}}
+          validate: {{}}
+          publish: {{repo_id: me/rebuilt}}
+        """,
+    )
+    env = {**WIDE, "OPENAI_API_KEY": "sk-secret-value-1234", "HF_TOKEN": ""}
+    result = CliRunner().invoke(app, ["run", str(path), "--check"], env=env)
+    assert result.exit_code == 0, result.output
+    output = result.output
+    assert "  estimate for 30 traces with gpt-4.1-mini, judge per-trace" in output
+    assert "  whole input: " in output and "cached prefixes" in output
+    assert "  $OPENAI_API_KEY (required by annotate): set" in output
+    assert "  $HF_TOKEN (required by publish): NOT SET" in output
+    assert "sk-secret-value-1234" not in output
+    assert not (tmp_path / "w").exists(), "--check writes nothing"
+
+    local = write(tmp_path / "q.yaml", f"name: x\nworkdir: w\nstages:\n  annotate: {{in_dir: {tmp_path / 'none'}}}\n")
+    result = CliRunner().invoke(app, ["run", str(local), "--check"], env={**WIDE, "OPENAI_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    assert "cost: none (the offline extractive annotator" in result.output and "secrets: none" in result.output
 
 
 def test_cli_reports_errors_without_running_anything(tmp_path):

@@ -118,18 +118,18 @@ def old_dataset_stats(items: Sequence[TraceFigures], made_by: Sequence[Annotated
     if made_by:
         made: dict[str, Counter[str]] = defaultdict(Counter)
         rounds: Counter[int] = Counter()
-        usage = [0, 0, 0, 0.0]
+        usage = [0, 0, 0, 0, 0.0]
+        counted = ("requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens")
         for trace in made_by:
             for name in ("annotator_model", "prompt_version", "scorer", "tokenizer"):
                 made[f"{name}s"][getattr(trace, name)] += 1
-            for i, value in enumerate((trace.usage.requests, trace.usage.prompt_tokens, trace.usage.completion_tokens)):
-                usage[i] += value
-            usage[3] += trace.usage.cost_usd
+            for i, name in enumerate(counted):
+                usage[i] += getattr(trace.usage, name)
+            usage[4] += trace.usage.cost_usd
             rounds.update(len(review.rounds) for review in trace.reviews if review.rounds)
         provenance = {
             **{name: dict(c.most_common()) for name, c in made.items()},
-            "usage": dict(zip(("requests", "prompt_tokens", "completion_tokens"), usage[:3], strict=True))
-            | {"cost_usd": round(usage[3], 6)},
+            "usage": dict(zip(counted, usage[:4], strict=True)) | {"cost_usd": round(usage[4], 6)},
             "judge_rounds": dict(sorted(rounds.items())),
         }
     judge = _old_summary(scores)

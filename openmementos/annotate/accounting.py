@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from openmementos.annotate.recipe import ROLES, Outcome
 from openmementos.annotate.request import REPORT_FILE
 from openmementos.llm import EngineStats
+from openmementos.llm.pricing import cached_share
 from openmementos.runtime.atomic import atomic_write
 from openmementos.runtime.manifest import Manifest
 from openmementos.schema import AnnotatedTrace, Usage, sum_usage
@@ -128,6 +129,8 @@ class LiveStatus:
             tokens = stats.prompt_tokens + stats.completion_tokens
             parts += [f"{stats.sending} requests in flight", f"{stats.queued} queued"]
             parts += [f"{tokens:,} tok paid", f"${stats.cost_usd:,.4f}"]
+            if stats.cached_prompt_tokens:
+                parts.append(f"{cached_share(stats.cached_prompt_tokens, stats.prompt_tokens)} of prompt cached")
             if stats.cache_hits:
                 parts.append(f"{stats.cache_hits:,} cached")
         if quarantined := sum(self.run.quarantined.values()):
@@ -157,6 +160,7 @@ def run_report(
     per_trace = {
         "requests": total.requests / tally.traces if tally.traces else 0.0,
         "prompt_tokens": total.prompt_tokens / tally.traces if tally.traces else 0.0,
+        "cached_prompt_tokens": total.cached_prompt_tokens / tally.traces if tally.traces else 0.0,
         "completion_tokens": total.completion_tokens / tally.traces if tally.traces else 0.0,
         "cost_usd": total.cost_usd / tally.traces if tally.traces else 0.0,
     }
@@ -192,6 +196,7 @@ def run_report(
     }
     if tally.judged:
         result["judge"] = {
+            "mode": manifest.options.get("judge"),
             "threshold": threshold,
             "max_rounds": max_rounds,
             "mementos_judged": tally.judged,

@@ -58,7 +58,7 @@ def mementos_schema(ids: Sequence[int]) -> dict[str, Any]:
     return _object({"mementos": listed})
 
 
-def verdict_properties() -> dict[str, Any]:
+def verdict_properties(min_fixes: int = 1, max_fixes: int = MAX_FIXES) -> dict[str, Any]:
     """The fields of one verdict: each rubric criterion and the deduction in range, at most 5 short fixes."""
     points = {name: {"type": "integer", "minimum": 0, "maximum": top} for name, top in RUBRIC.items()}
     return {
@@ -67,13 +67,33 @@ def verdict_properties() -> dict[str, Any]:
         "fixes": {
             "type": "array",
             "items": {"type": "string", "minLength": 1, "maxLength": FIX_MAX_CHARS},
-            "minItems": 1,
-            "maxItems": MAX_FIXES,
+            "minItems": min_fixes,
+            "maxItems": max_fixes,
         },
     }
 
 
 VERDICT_SCHEMA: dict[str, Any] = _object(verdict_properties())
+
+
+def verdicts_schema(ids: Sequence[int], fixes: bool = True) -> dict[str, Any]:
+    """One verdict for each of `ids` (block numbers), keyed by `id`: the per-trace judge's answer.
+
+    Compact, since answer tokens cost the most: the rubric points as one list in `RUBRIC` order (each
+    clamped to its range when read). Fixes are optional (only a memento below the threshold needs
+    them), and none at all when `fixes` is False (the last round: no refinement follows)."""
+    properties = verdict_properties(min_fixes=0, max_fixes=MAX_FIXES if fixes else 0)
+    points = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": max(RUBRIC.values())}}
+    compact = {
+        "id": {"type": "integer", "enum": sorted(ids)},
+        "points": {**points, "minItems": len(RUBRIC), "maxItems": len(RUBRIC)},
+        "deduction": properties["deduction"],
+        "fixes": properties["fixes"],
+    }
+    item = _object(compact)
+    return _object({"verdicts": {"type": "array", "items": item, "minItems": len(ids), "maxItems": len(ids)}})
+
+
 REFINED_SCHEMA: dict[str, Any] = _object({"memento": {"type": "string", "minLength": MEMENTO_MIN_CHARS}})
 
 
@@ -89,11 +109,16 @@ def _json_or_none(text: str) -> Any:
 
 def _salvage_items(text: str, key: str = "mementos") -> list[Any]:
     """Complete items of the JSON list under `key` cut short (a generation that hit its token limit)."""
-    decoder = json.JSONDecoder(strict=False)
+    return _salvage(text, key)[0]
+
+
+def _salvage(text: str, key: str) -> tuple[list[Any], str]:
+    """The complete items of the JSON list under `key`, and the text after the last of them."""
+    decoder = json.JSONDecoder(strict=False)  # weak models write raw newlines inside strings
     start = text.find("[", max(text.find(f'"{key}"'), 0))
     items: list[Any] = []
     if start < 0:
-        return items
+        return items, ""
     position = start + 1
     while True:
         while position < len(text) and text[position] in " \t\r\n,":
@@ -101,7 +126,7 @@ def _salvage_items(text: str, key: str = "mementos") -> list[Any]:
         try:
             item, position = decoder.raw_decode(text, position)
         except ValueError:
-            return items
+            return items, text[position:]
         items.append(item)
 
 
@@ -143,24 +168,28 @@ def _item_text(item: Any) -> Any:
     return item
 
 
-def _listed_items(value: Any) -> list[Any] | None:
-    """The items of a memento list answer, or None when `value` is not one (e.g. a single item)."""
+_LIST_KEYS = {"mementos": ("mementos", "summaries", "items"), "verdicts": ("verdicts", "grades", "items")}
+
+
+def _listed_items(value: Any, key: str = "mementos") -> list[Any] | None:
+    """The items of a list answer under `key` ("mementos" or "verdicts"), or None when `value` is not
+    one (e.g. a single item)."""
     if isinstance(value, list):
         return value
     if not isinstance(value, dict):
         return None
-    for key in ("mementos", "summaries", "items"):
-        if isinstance(value.get(key), list):
-            return value[key]
+    for name in _LIST_KEYS[key]:
+        if isinstance(value.get(name), list):
+            return value[name]
     if value and all(str(k).strip().isdigit() for k in value):  # {"1": "...", "2": "..."}
-        return [{"id": int(k), "memento": v} for k, v in value.items()]
+        return [{"id": int(k), "memento": v} if key == "mementos" else {**v, "id": int(k)} for k, v in value.items()]
     return None
 
 
-def _answer_items(text: str) -> list[Any]:
-    items = _listed_items(_json_or_none(text))
+def _answer_items(text: str, key: str = "mementos") -> list[Any]:
+    items = _listed_items(_json_or_none(text), key)
     # Not a whole list: a list cut short (token limit) still holds its complete items.
-    return items if items is not None else _salvage_items(text)
+    return items if items is not None else _salvage_items(text, key)
 
 
 def parse_mementos(text: str, ids: Sequence[int]) -> MementoAnswer:
@@ -298,6 +327,72 @@ def parse_verdict(text: str, cut_at_limit: bool = False) -> Verdict:
     if cut_at_limit:
         raise MalformedAnswer(f"the judge's answer was cut at the token limit before its rubric was whole ({problem})")
     raise MalformedAnswer(f"the judge's answer has no usable score: {problem}")
+
+
+def _salvaged_tail(text: str) -> Verdict | None:
+    """The verdict being written when a per-trace answer was cut, once its deduction is in (its fixes
+    may be lost): a verdict cut before its deduction is not taken at full marks."""
+    deduction = re.search(_FIELD_NUMBER.format(name="deduction"), text)
+    if deduction is None:
+        return None
+    listed = re.search(r'"points"\s*:\s*\[([^\]]*)\]', text)
+    if listed is None:
+        return _salvaged_verdict(text)
+    points = [_number(value) for value in listed.group(1).split(",")]
+    if len(points) != len(RUBRIC) or any(value is None for value in points):
+        return None
+    fixes = [fix for fix in _salvage_items(text, "fixes") if isinstance(fix, str)]
+    parts = dict(zip(RUBRIC, points, strict=True))
+    return Verdict(rubric_score(parts, float(deduction.group(1))), _fixes(fixes))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class VerdictAnswer:
+    """What one per-trace judge answer gave for the mementos (by block number) it was asked about."""
+
+    verdicts: dict[int, Verdict]
+    problems: dict[int, str]
+    """Every asked id without a usable verdict, with the reason."""
+
+
+def parse_verdicts(text: str, ids: Sequence[int], cut_at_limit: bool = False) -> VerdictAnswer:
+    """The verdicts of a per-trace judge answer (`{"verdicts": [{"id", "points", "deduction", "fixes"}]}`,
+    or the rubric criteria by name), by block.
+
+    Each verdict is read like a single one (`verdict_of`: rubric points clamped, a bare in-range
+    `score` accepted); a list cut short keeps its complete verdicts. An id the answer does not clearly
+    cover, or covers without a readable rubric, is reported as a problem, never guessed.
+    """
+    value = _listed_items(_json_or_none(text), "verdicts")
+    whole = value is not None and any(isinstance(item, dict) for item in value)  # not a points list found inside
+    items, rest = (value, "") if whole else _salvage(text, "verdicts")
+    by_id = _items_by_id([item for item in items if isinstance(item, dict)], ids)
+    last = re.match(r'\s*\{\s*"id"\s*:\s*"?(\d+)', rest)
+    if last and int(last.group(1)) not in by_id and (salvaged := _salvaged_tail(rest)) is not None:
+        by_id[int(last.group(1))] = salvaged
+    cut = " (the answer was cut at its token limit)" if cut_at_limit else ""
+    verdicts: dict[int, Verdict] = {}
+    problems: dict[int, str] = {}
+    for key in ids:
+        item = by_id.get(key)
+        if isinstance(item, Verdict):
+            verdicts[key] = item
+            continue
+        if not isinstance(item, dict):
+            problems[key] = "no verdict" + cut
+            continue
+        points = item.get("points")
+        if isinstance(points, list) and len(points) == len(RUBRIC):  # the compact form: points in RUBRIC order
+            item = {**dict(zip(RUBRIC, points, strict=True)), **item}
+        try:
+            verdict = verdict_of(item)
+        except MalformedAnswer as exc:
+            verdict = str(exc)
+        if isinstance(verdict, Verdict):
+            verdicts[key] = verdict
+        else:
+            problems[key] = verdict + cut
+    return VerdictAnswer(verdicts, problems)
 
 
 # --------------------------------------------------------------------------- refined mementos

@@ -203,7 +203,7 @@ def run_annotate(request: AnnotateRequest) -> AnnotateResult:
             description=f"annotate ({settings.model}{', batch' if request.batch else ''})",
             status=live,
         )
-        max_rounds = settings.max_rounds if settings.judge else 0
+        max_rounds = settings.max_rounds if settings.judged else 0
         return _run_and_report(
             stage, inputs, request, request.make_executor(), live, threshold=settings.threshold, max_rounds=max_rounds
         )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from openmementos.annotate.request import REPORT_FILE, AnnotateRequest
+from openmementos.annotate.request import EXTRACTIVE, REPORT_FILE, AnnotateRequest
+from openmementos.llm.pricing import cached_share
+
+if TYPE_CHECKING:
+    from openmementos.annotate.estimate import CostEstimate
 
 
 def annotate(request: AnnotateRequest) -> None:
@@ -24,10 +28,17 @@ def annotate(request: AnnotateRequest) -> None:
 
       openmementos annotate out/segmented out/annotated   (offline, extractive)
 
+      openmementos annotate seg ann --model gpt-4.1-mini --judge per-trace --estimate   (the price first)
+
       openmementos annotate seg ann --model gpt-4.1-mini --limit 100   (trial run)
 
       openmementos annotate seg ann --model M --base-url http://gpu1:8000/v1 --base-url http://gpu2:8000/v1
     """
+    if request.estimate:
+        from openmementos.annotate.estimate import estimate_annotate
+
+        typer.echo("\n".join(estimate_lines(estimate_annotate(request))))
+        return
     from openmementos.annotate.stage import run_annotate
     from openmementos.llm.errors import ConfigurationError, LLMError
     from openmementos.runtime.manifest import StageError
@@ -43,6 +54,52 @@ def annotate(request: AnnotateRequest) -> None:
     print_report(result.report, result.report_path, stopped=False, sharded=sharded)
 
 
+def estimate_lines(estimate: CostEstimate) -> list[str]:
+    """An estimate as a table per trace, the whole input's cost, and what it assumed."""
+    if estimate.model == EXTRACTIVE:
+        return [f"{estimate.traces:,} traces with the offline extractive annotator: no LLM requests, $0"]
+    lines = [
+        f"estimate for {estimate.traces:,} traces with {estimate.model}, judge {estimate.judge} "
+        f"(requests built and counted for {estimate.counted:,} of them; nothing sent)",
+        f"{'per trace':<12}{'requests':>10}{'prompt tok':>12}{'cached tok':>12}{'completion tok':>16}",
+    ]
+    rows = [(step, usage) for step, usage in estimate.per_trace.items() if usage.requests]
+    for step, usage in [*rows, ("total", estimate.trace_total())]:
+        lines.append(
+            f"{step:<12}{usage.requests:>10.2f}{usage.prompt_tokens:>12,.0f}{usage.cached_prompt_tokens:>12,.0f}"
+            f"{usage.completion_tokens:>16,.0f}"
+        )
+    total = estimate.total()
+    share = cached_share(round(total.cached_prompt_tokens), round(total.prompt_tokens))
+    lines.append(
+        f"whole input: {total.requests:,.0f} requests, {total.prompt_tokens:,.0f} prompt tokens "
+        f"({total.cached_prompt_tokens:,.0f} cached, {share}), {total.completion_tokens:,.0f} completion tokens"
+    )
+    price = estimate.price
+    if price is None:
+        lines.append(f"cost: no price known for {estimate.model} (give --price-in/--price-out): counted as $0")
+    else:
+        cached_rate = (
+            "no cached rate" if price.cached_input_per_mtok is None else f"${price.cached_input_per_mtok}/M cached"
+        )
+        lines.append(
+            f"{'US$':<12}{'standard':>12}{'cached prefixes':>17}{'Batch API':>12}   "
+            f"({estimate.model}: ${price.input_per_mtok}/M in, {cached_rate}, ${price.output_per_mtok}/M out)"
+        )
+        for label, usage in (("per trace", estimate.trace_total()), ("whole input", total)):
+            costs = estimate.costs(usage)
+            lines.append(f"{label:<12}{costs.standard:>12,.4f}{costs.cached:>17,.4f}{costs.batch:>12,.4f}")
+    assumed = estimate.assumptions
+    lines.append(
+        f"assumed: judge passes {assumed['first_pass_rate']:.0%} of first drafts and "
+        f"{assumed['refined_pass_rate']:.0%} of refined ones (--expected-pass-rate), "
+        f"{assumed['reasks_per_trace']:g} re-asks per trace, mementos {assumed['memento_ratio']:.0%} of their block; "
+        "cached: prefixes of >= 1,024 tokens shared with an earlier request (OpenAI's rule); Batch API: half price, "
+        "no cache discount"
+    )
+    return lines
+
+
 def print_report(data: dict[str, Any], path: Path, stopped: bool, sharded: bool) -> None:
     """The run report in a few lines; `stopped`: the run was interrupted or failed."""
     traces, usage = data["traces"], data["usage"]["total"]
@@ -50,13 +107,15 @@ def print_report(data: dict[str, Any], path: Path, stopped: bool, sharded: bool)
     lines = [
         f"annotated {traces['annotated']:,} traces, quarantined {traces['quarantined']:,}"
         + (f" ({reasons})" if reasons else ""),
-        f"LLM usage: {usage['requests']:,} requests, {usage['prompt_tokens']:,} prompt + "
+        f"LLM usage: {usage['requests']:,} requests, {usage['prompt_tokens']:,} prompt "
+        f"({usage.get('cached_prompt_tokens', 0):,} cached, "
+        f"{cached_share(usage.get('cached_prompt_tokens', 0), usage['prompt_tokens'])}) + "
         f"{usage['completion_tokens']:,} completion tokens, ${usage['cost_usd']:.4f}",
         f"memento/block tokens: {data['compression']['memento_to_block_ratio']:.3f}",
     ]
     if judge := data.get("judge"):
         rates = ", ".join(f"round {k}: {v:.0%}" for k, v in judge["pass_rate_after_round"].items())
-        lines.append(f"judge pass rate (>= {judge['threshold']:g}) after {rates}")
+        lines.append(f"judge ({judge.get('mode')}) pass rate (>= {judge['threshold']:g}) after {rates}")
     if engine := data["last_run"]["engine"]:
         lines.append(
             f"this run: {engine['sent']:,} requests sent, {engine['cache_hits']:,} answers from the cache, "

@@ -20,7 +20,11 @@ class RunRequest(Request):
         None, description="Start at this stage (earlier ones are done)."
     )
     until: Annotated[str | None, Cli(metavar="STAGE")] = Field(None, description="Stop after this stage.")
-    check: bool = Field(False, description="Only check the file and print the stages it would run.")
+    check: bool = Field(
+        False,
+        description="Only check the file and print the stages it would run, the annotate stage's cost estimate "
+        "(once its input exists) and which secrets the plan needs and whether each is set.",
+    )
 
 
 def run(request: RunRequest) -> None:
@@ -41,9 +45,7 @@ def run(request: RunRequest) -> None:
 
     calls = load_pipeline(request.pipeline)
     if request.check:
-        for call in calls:
-            given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
-            typer.echo(f"{call.name}: {given}")
+        _check(calls)
         return
     run_pipeline(
         calls,
@@ -53,6 +55,29 @@ def run(request: RunRequest) -> None:
         perform=_as_command,
     )
     typer.secho(f"pipeline {request.pipeline} finished", fg="green")
+
+
+def _check(calls: list[StageCall]) -> None:
+    """Each stage with its options (and an annotate stage's cost estimate), then the secrets the plan uses."""
+    from openmementos.commands.annotate import estimate_lines
+    from openmementos.pipeline import estimate_of, secrets_used
+
+    for call in calls:
+        given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
+        typer.echo(f"{call.name}: {given}")
+        if call.name == "annotate":
+            estimate = estimate_of(call)
+            lines = [estimate] if isinstance(estimate, str) else estimate_lines(estimate)
+            typer.echo("\n".join(f"  {line}" for line in lines))
+    uses = secrets_used(calls)
+    typer.echo("secrets:" + ("" if uses else " none"))
+    for use in uses:
+        who = [f"required by {', '.join(use.required_by)}"] if use.required_by else []
+        who += [f"optional for {', '.join(use.optional_for)}"] if use.optional_for else []
+        state = "set" if use.is_set else ("NOT SET" if use.required_by else "not set")
+        if use.variable == "HF_TOKEN" and not use.is_set:
+            state += " (a stored `hf auth login` token serves too)"
+        typer.echo(f"  ${use.variable} ({'; '.join(who)}): {state}")
 
 
 def _as_command(call: StageCall) -> Any:

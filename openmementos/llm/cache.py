@@ -30,6 +30,8 @@ class CachedAnswer:
     finish_reason: str | None
     model: str
     batch: bool = False
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the provider served from its prefix cache (`usage.prompt_tokens_details.cached_tokens`)."""
 
 
 class ResponseCache:
@@ -54,6 +56,13 @@ class ResponseCache:
                 stored_at REAL NOT NULL
             )"""
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+        if "cached_prompt_tokens" not in columns:  # a cache written before cached tokens were read
+            try:
+                self._db.execute("ALTER TABLE answers ADD COLUMN cached_prompt_tokens INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as error:  # another process added it meanwhile
+                if "duplicate column" not in str(error):
+                    raise
 
     @classmethod
     def in_dir(cls, state_dir: str | Path) -> ResponseCache:
@@ -62,10 +71,11 @@ class ResponseCache:
 
     def get(self, key: str) -> CachedAnswer | None:
         row = self._db.execute(
-            "SELECT text, prompt_tokens, completion_tokens, finish_reason, model, batch FROM answers WHERE key=?",
+            "SELECT text, prompt_tokens, completion_tokens, finish_reason, model, batch, cached_prompt_tokens "
+            "FROM answers WHERE key=?",
             (key,),
         ).fetchone()
-        return None if row is None else CachedAnswer(*row[:5], batch=bool(row[5]))
+        return None if row is None else CachedAnswer(*row[:5], batch=bool(row[5]), cached_prompt_tokens=row[6])
 
     def put(self, key: str, answer: CachedAnswer) -> None:
         """Store and commit ``answer``; the first answer stored under a key is the one kept."""
@@ -75,12 +85,22 @@ class ResponseCache:
         """Store and commit several answers in one transaction."""
         now = time.time()
         rows = [
-            (key, a.text, a.prompt_tokens, a.completion_tokens, a.finish_reason, a.model, int(a.batch), now)
+            (
+                key,
+                a.text,
+                a.prompt_tokens,
+                a.completion_tokens,
+                a.finish_reason,
+                a.model,
+                int(a.batch),
+                now,
+                a.cached_prompt_tokens,
+            )
             for key, a in items
         ]
         self._db.execute("BEGIN")
         try:
-            self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise

@@ -54,6 +54,8 @@ class EngineStats:
     retries: Counter[str] = field(default_factory=Counter)
     """Retries by reason (rate_limited, server_error, timeout, connection, malformed, batch_item)."""
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """Of `prompt_tokens`, those the provider served from its prefix cache (billed at the cached rate)."""
     completion_tokens: int = 0
     cost_usd: float = 0.0
     structured_output: dict[str, str] = field(default_factory=dict)
@@ -75,7 +77,8 @@ class EngineStats:
         retries = sum(self.retries.values())
         return (
             f"sending {self.sending} | queued {self.queued} | sent {self.sent} | cached {self.cache_hits}"
-            f" | retries {retries} | tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out"
+            f" | retries {retries} | tokens {self.prompt_tokens:,} in ({self.cached_prompt_tokens:,} cached)"
+            f" / {self.completion_tokens:,} out"
             f" | ${self.cost_usd:.4f}"
         )
 
@@ -95,6 +98,7 @@ def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> Cac
         choice = data["choices"][0]
         text = choice["message"].get("content") or ""
         usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}  # OpenAI and vLLM: {"cached_tokens": N}
         return CachedAnswer(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -102,6 +106,7 @@ def answer_from_completion(data: Any, *, model: str, batch: bool = False) -> Cac
             finish_reason=choice.get("finish_reason"),
             model=model,
             batch=batch,
+            cached_prompt_tokens=int(details.get("cached_tokens") or 0),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise MalformedCompletion(f"not a usable chat completion ({type(exc).__name__})") from None
@@ -220,6 +225,7 @@ class CachingCompleter:
         """Count a fresh answer's tokens and cost (once per answer paid for)."""
         self.stats.answered += 1
         self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.cached_prompt_tokens += answer.cached_prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         self.stats.cost_usd += self._cost(answer)
 
@@ -227,7 +233,13 @@ class CachingCompleter:
         self.stats.retries[reason] += 1
 
     def _cost(self, answer: CachedAnswer) -> float:
-        return self.prices.cost(answer.model, answer.prompt_tokens, answer.completion_tokens, batch=answer.batch)
+        return self.prices.cost(
+            answer.model,
+            answer.prompt_tokens,
+            answer.completion_tokens,
+            batch=answer.batch,
+            cached_prompt_tokens=answer.cached_prompt_tokens,
+        )
 
     def _result(self, answer: CachedAnswer, *, cached: bool, attempts: int) -> ChatResult:
         return ChatResult(
@@ -235,6 +247,7 @@ class CachingCompleter:
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
             cost_usd=self._cost(answer),
+            cached_prompt_tokens=answer.cached_prompt_tokens,
             cached=cached,
             attempts=attempts,
             finish_reason=answer.finish_reason,

@@ -49,6 +49,12 @@ class EndpointOptions(Request):
     price_out: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
         None, ge=0, description="US$ per 1M output tokens (overrides the price table; with --price-in)."
     )
+    price_cached_in: Annotated[float | None, Cli(panel=LLM_PANEL)] = Field(
+        None,
+        ge=0,
+        description="US$ per 1M prompt tokens served from the provider's prefix cache (with --price-in; "
+        "default: the input price).",
+    )
     cache_dir: Annotated[Path | None, Cli(panel=LLM_PANEL)] = Field(
         None, description="Response cache folder (default OUT_DIR/.llm); share it across runs to pay once."
     )
@@ -72,7 +78,15 @@ class EndpointOptions(Request):
     def _both_prices(self) -> EndpointOptions:
         if (self.price_in is None) != (self.price_out is None):
             raise ValueError("give both --price-in and --price-out")
+        if self.price_cached_in is not None and self.price_in is None:
+            raise ValueError("--price-cached-in needs --price-in and --price-out")
         return self
+
+    def secret_required(self, name: str) -> bool | None:
+        """The API key is required for the hosted OpenAI API; a self-hosted server may take one."""
+        if name == "api_key":
+            return self.llm_settings().needs_key()
+        return super().secret_required(name)
 
     def llm_settings(self) -> LLMSettings:
         from openmementos.llm.settings import LLMSettings
@@ -92,7 +106,9 @@ class EndpointOptions(Request):
     def prices(self, model: str) -> PriceTable:
         from openmementos.llm.pricing import PriceTable
 
-        return PriceTable({model: (self.price_in, self.price_out)} if self.price_in is not None else None)
+        if self.price_in is None:
+            return PriceTable()
+        return PriceTable({model: (self.price_in, self.price_out, self.price_cached_in)})
 
 
 def engine_opener(

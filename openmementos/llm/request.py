@@ -139,6 +139,8 @@ class ChatResult:
     cached: bool
     attempts: int
     finish_reason: str | None = None
+    cached_prompt_tokens: int = 0
+    """Of `prompt_tokens`, those the provider served from its prefix cache."""
 
     @property
     def cut_at_limit(self) -> bool:

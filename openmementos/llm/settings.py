@@ -101,10 +101,13 @@ class LLMSettings:
         key = self.api_key or os.environ.get("OPENAI_API_KEY")
         if key:
             return key
-        hosted = [url for url in self.endpoints() if urlsplit(url).hostname == urlsplit(OPENAI_BASE_URL).hostname]
-        if hosted:
+        if self.needs_key():
             raise ConfigurationError("no API key for api.openai.com: pass --api-key or set OPENAI_API_KEY")
         return _PLACEHOLDER_KEY
+
+    def needs_key(self) -> bool:
+        """Whether an endpoint is the hosted OpenAI API (self-hosted servers take any key, or none)."""
+        return any(urlsplit(url).hostname == urlsplit(OPENAI_BASE_URL).hostname for url in self.endpoints())
 
 
 def display_url(url: str) -> str:

@@ -53,6 +53,10 @@ class PublishRequest(Request):
     )
     rows_per_shard: int = Field(ROWS_PER_SHARD, ge=1, description="Traces per parquet file of each config.")
 
+    def secret_required(self, name: str) -> bool | None:
+        """A Hub token only for publishing to the Hub (a stored `hf auth login` token serves too)."""
+        return None if self.to is not None or self.dry_run else super().secret_required(name)
+
     @model_validator(mode="after")
     def _one_target(self) -> PublishRequest:
         if (self.repo_id is None) == (self.to is None):

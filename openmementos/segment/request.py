@@ -93,6 +93,9 @@ class SegmentRequest(SegmentSettings, EndpointOptions, ExecutorOptions):
         description="Also score with windows of this size (coprime to --window, e.g. 11) and average into half points.",
     )
 
+    def secret_required(self, name: str) -> bool | None:
+        return super().secret_required(name) if self.scorer is Scorer.llm else None
+
     @model_validator(mode="after")
     def _check_scorer(self) -> SegmentRequest:
         if self.scorer is Scorer.llm and not self.explain:

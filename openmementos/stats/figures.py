@@ -47,6 +47,7 @@ FRAME_SCHEMA = pl.Schema(
         "tokenizer": pl.Categorical(),
         "usage_requests": pl.Int64,
         "usage_prompt_tokens": pl.Int64,
+        "usage_cached_prompt_tokens": pl.Int64,
         "usage_completion_tokens": pl.Int64,
         "usage_cost_usd": pl.Float64,
     }
@@ -58,7 +59,7 @@ each judged memento as kept, `judge_rounds` the rounds it took. Provenance colum
 shown to 4 decimals; the few-valued text columns are categorical (a number per row, not a copy of the text)."""
 
 PROVENANCE = ("annotator_model", "prompt_version", "scorer", "tokenizer")
-USAGE = ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
+USAGE = ("requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "cost_usd")
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,31 @@ And like a weak model (a small model behind llama.cpp):
   (the recipe's varied re-ask) gets real ones.
 * `LOOPING` in a block: the judge's verdict repeats one fix until the token limit cuts it.
 * `WILD` in a block: the judge's rubric values are out of range ("method": 45, "values": -3).
+
+`sized_responder` is a second scripted model, one that answers like a real one in size (for the
+token benchmark and the estimate's accuracy test), over `segmented_sample` (the embedded sample cut
+into blocks of >= 300 cl100k tokens at paragraph ends): the compressor returns the extractive memento
+of each block (~15 % of it), the judge passes 28 % of first drafts and 90 % of refined ones (the
+published single-pass and refined pass rates), seeded by the text so runs repeat, whichever judge
+mode asks. Usage is reported in real cl100k tokens of each request (plus 4 a message) and answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from openmementos.annotate.extractive import extractive_memento
+from openmementos.annotate.parsing import RUBRIC
+from openmementos.resources import sample_traces
 from openmementos.runtime.shardio import iter_records, read_quarantine
-from openmementos.schema import AnnotatedTrace, SegmentedTrace
+from openmementos.schema import AnnotatedTrace, SegmentedTrace, SourceTrace
+from openmementos.tokens import count_tokens
 from support.openai_standin import Reply
 from support.trace_builders import build_segmented, sentence, write_stage_folder
 
@@ -110,11 +123,61 @@ def responder(body: dict[str, Any]) -> str | Reply:
     user = next(m["content"] for m in messages if m["role"] == "user")  # the instructions top it when folded
     last = messages[-1]["content"]
     followup = last if messages[-1] is not next(m for m in messages if m["role"] == "user") else None
+    if JUDGE_TRACE_TASK in user:
+        return _judge_trace(user, followup)
+    if REFINE_TRACE_TASK in user:
+        return _refine_trace(user, followup)
     if "numbered blocks" in user:
         return _compress(user, followup, body.get("temperature") or 0.0)
     if "You grade one memento" in system + user:
         return _judge(user, retried=followup is not None)
     return _refine(user)
+
+
+JUDGE_TRACE_TASK = "Request: grade the mementos listed below"
+REFINE_TRACE_TASK = "Request: improve the mementos listed below"
+_LISTED = re.compile(r'<memento id="(\d+)">\n(.*?)\n</memento>', re.DOTALL)
+_STILL_NEEDED = re.compile(r"Grade exactly these \(([\d, ]+)\)")
+
+
+def _judge_trace(user: str, followup: str | None) -> str | Reply:
+    """Per-trace verdicts, by block number, with the per-memento judge's faults per block."""
+    blocks = {int(k): v for k, v in _BLOCK.findall(user)}
+    listed = {int(k): v for k, v in _LISTED.findall(user)}
+    wanted = (
+        sorted(listed) if followup is None else [int(k) for k in _STILL_NEEDED.search(followup).group(1).split(",")]
+    )  # type: ignore[union-attr]
+    verdicts = []
+    for key in wanted:
+        answer = _judge(f"<block>\n{blocks[key]}\n</block>\n\n<memento>\n{listed[key]}\n</memento>", False)
+        if not answer.startswith("{"):
+            continue  # MUTE: no verdict for this one
+        verdict = json.loads(answer)
+        if passes(verdict, user) and "LOOPING" not in blocks[key]:  # a looping model ignores the instruction
+            verdict["fixes"] = []  # as the per-trace prompt asks: fixes only where a rewrite follows
+        verdicts.append(compact(key, verdict))
+    return json.dumps({"verdicts": verdicts})
+
+
+def compact(key: int, verdict: dict[str, Any]) -> dict[str, Any]:
+    """A verdict in the per-trace judge's form: the rubric points as one list."""
+    return {"id": key, "points": [verdict[name] for name in RUBRIC], **{k: verdict[k] for k in ("deduction", "fixes")}}
+
+
+def passes(verdict: dict[str, Any], user: str) -> bool:
+    """Whether a per-trace verdict needs no fixes: at or above the threshold the prompt names, or final."""
+    if "These grades are final" in user:
+        return True
+    threshold = float(re.search(r"is below (\d+(?:\.\d+)?) will be rewritten", user).group(1))  # type: ignore[union-attr]
+    points = sum(min(max(verdict[name], 0), top) for name, top in RUBRIC.items())
+    return points - verdict.get("deduction", 0) >= threshold
+
+
+def _refine_trace(user: str, followup: str | None) -> str:
+    listed = {int(k): v for k, v in _LISTED.findall(user)}
+    wanted = sorted(listed) if followup is None else _asked(followup)
+    items = [{"id": key, "memento": "better " + listed[key].removeprefix("weak ")} for key in wanted]
+    return json.dumps({"mementos": items})
 
 
 def _compress(user: str, followup: str | None, temperature: float) -> str | Reply:
@@ -175,3 +238,88 @@ def _judge(user: str, retried: bool) -> str:
 def _refine(user: str) -> str:
     memento = _MEMENTO.search(user).group(1)
     return json.dumps({"memento": "better " + memento.removeprefix("weak ")})
+
+
+# --------------------------------------------------------------------------- a model sized like a real one
+
+MIN_BLOCK_TOKENS = 300
+FIRST_PASS_RATE, REFINED_PASS_RATE = 0.28, 0.90
+REFINED = "Refined: "
+
+
+def segmented_sample(copies: int = 1) -> list[SegmentedTrace]:
+    """The embedded sample as SegmentedTraces: paragraphs as sentences, blocks of >= 300 tokens."""
+    return [_segment(source, copy) for source in sample_traces() for copy in range(copies)]
+
+
+def _segment(source: SourceTrace, copy: int) -> SegmentedTrace:
+    text = source.reasoning
+    bounds = sorted({0, *(m.end() for m in re.finditer(r"\n\n+", text)), len(text)})
+    spans = [[a, b] for a, b in pairwise(bounds) if b > a]
+    sizes = count_tokens([text[a:b] for a, b in spans])
+    blocks, first, running = [], 0, 0
+    for index, size in enumerate(sizes):
+        running += size
+        if running >= MIN_BLOCK_TOKENS and sum(sizes[index + 1 :]) >= MIN_BLOCK_TOKENS:
+            blocks.append([first, index])
+            first, running = index + 1, 0
+    blocks.append([first, len(spans) - 1])
+    block_texts = [text[spans[a][0] : spans[b][1]] for a, b in blocks]
+    return SegmentedTrace(
+        **{**source.model_dump(), "id": f"{source.id}-{copy}", "problem": f"{source.problem} (copy {copy})"},
+        sentence_spans=spans,
+        sentence_tokens=sizes,
+        boundary_scores=[0.0] * (len(spans) - 1),
+        blocks=blocks,
+        block_tokens=count_tokens(block_texts),
+        scorer="paragraphs",
+        tokenizer="cl100k_base",
+    )
+
+
+def _chance(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def _sized_verdict(memento: str, fixes: bool = True) -> dict[str, Any]:
+    rate = REFINED_PASS_RATE if memento.startswith(REFINED) else FIRST_PASS_RATE
+    score = 9 if _chance(memento.removeprefix(REFINED)) < rate else 6
+    parts = {"formulas": 3, "values": 2, "method": 2, "verification": 1, "confirmed": 1, "result_first": 1}
+    wanted = ["Quote the key equation verbatim.", "Lead with the result.", "Drop the narration."] if fixes else []
+    return {**parts, "deduction": 10 - score, "fixes": wanted}
+
+
+def _sized_answer(body: dict[str, Any]) -> str:
+    messages = body["messages"]
+    system, user, last = messages[0]["content"], messages[1]["content"], messages[-1]["content"]
+    followup = last if len(messages) > 2 else None
+    if JUDGE_TRACE_TASK in user:
+        listed = {int(k): v for k, v in _LISTED.findall(user)}
+        wanted = (
+            sorted(listed) if followup is None else [int(k) for k in _STILL_NEEDED.search(followup).group(1).split(",")]
+        )  # type: ignore[union-attr]
+        verdicts = []
+        for key in wanted:
+            verdict = _sized_verdict(listed[key])
+            if passes(verdict, user):
+                verdict["fixes"] = []
+            verdicts.append(compact(key, verdict))
+        return json.dumps({"verdicts": verdicts})
+    if REFINE_TRACE_TASK in user:
+        listed = {int(k): v for k, v in _LISTED.findall(user)}
+        wanted = sorted(listed) if followup is None else _asked(followup)
+        return json.dumps({"mementos": [{"id": key, "memento": REFINED + listed[key]} for key in wanted]})
+    if "numbered blocks" in user:
+        blocks = {int(k): v for k, v in _BLOCK.findall(user)}
+        wanted = sorted(blocks) if followup is None else _asked(followup)
+        return json.dumps({"mementos": [{"id": key, "memento": extractive_memento(blocks[key])} for key in wanted]})
+    memento = _MEMENTO.search(user).group(1)  # type: ignore[union-attr]
+    if "You grade one memento" in system:
+        return json.dumps(_sized_verdict(memento))
+    return json.dumps({"memento": REFINED + memento})
+
+
+def sized_responder(body: dict[str, Any]) -> Reply:
+    text = _sized_answer(body)
+    prompt = sum(count_tokens([m["content"] for m in body["messages"]])) + 4 * len(body["messages"])
+    return Reply(text, prompt_tokens=prompt, completion_tokens=count_tokens([text])[0])

@@ -127,6 +127,10 @@ class Faults:
     """A batch reports ``completed`` this long after it was created."""
     batch_item_error: FaultRule = FaultRule()
     """Batch items (counted across all batches, in order) that fail with a 500 in the error file."""
+    prefix_cache_min_tokens: int | None = None
+    """When set, serve like a provider with automatic prefix caching (see :class:`PrefixCache`):
+    ``usage.prompt_tokens_details.cached_tokens`` reports the prompt's longest prefix seen before,
+    if it is at least this many tokens (OpenAI: 1,024; vLLM: any)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -180,6 +184,46 @@ def _load_responder(spec: str | Responder | None) -> Responder:
         return spec
     module_name, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prefix caching
+
+
+class PrefixCache:
+    """Which prompt prefixes this server has seen: what a provider's prefix cache would hold.
+
+    An approximation, by characters: a prompt is its messages' roles and contents rendered as one text,
+    cut into checkpoints every ``CHUNK_CHARS`` characters (128 tokens at ~4 characters a token, the step
+    OpenAI caches in). A prompt's cached share is its longest checkpoint seen in an earlier prompt,
+    over its length; ``cached_tokens`` is that share of its prompt tokens, rounded down to 128 tokens,
+    and 0 below ``min_tokens``. Nothing is ever evicted.
+    """
+
+    CHUNK_CHARS = 512
+    STEP_TOKENS = 128
+
+    def __init__(self, min_tokens: int) -> None:
+        self.min_tokens = min_tokens
+        self._seen: set[bytes] = set()
+
+    @staticmethod
+    def rendered(messages: Sequence[Mapping[str, Any]]) -> str:
+        return "".join(f"<|{m.get('role')}|>{m.get('content', '')}<|end|>" for m in messages)
+
+    def cached_tokens(self, messages: Sequence[Mapping[str, Any]], prompt_tokens: int) -> int:
+        """The cached prompt tokens of this prompt; remembers its prefixes for the prompts after it."""
+        text = self.rendered(messages).encode()
+        digest = hashlib.sha256()
+        cached_chars = 0
+        for start in range(0, len(text) - self.CHUNK_CHARS + 1, self.CHUNK_CHARS):
+            digest.update(text[start : start + self.CHUNK_CHARS])
+            checkpoint = digest.copy().digest()
+            if checkpoint in self._seen and cached_chars == start:
+                cached_chars = start + self.CHUNK_CHARS
+            self._seen.add(checkpoint)
+        tokens = prompt_tokens * cached_chars // max(len(text), 1) // self.STEP_TOKENS * self.STEP_TOKENS
+        return tokens if tokens >= self.min_tokens else 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -267,6 +311,7 @@ class _Server:
         self.files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self._ids = 0
+        self.prefixes = PrefixCache(faults.prefix_cache_min_tokens or 0)
 
     def _new_id(self, prefix: str) -> str:
         self._ids += 1
@@ -374,6 +419,7 @@ class _Server:
             case "POST", ["_standin", "faults"]:
                 self.faults = Faults.from_json(body.decode())
                 self.stats = StandInStats()
+                self.prefixes = PrefixCache(self.faults.prefix_cache_min_tokens or 0)
                 self.chat_arrivals = self.batch_item_arrivals = 0
                 return _json_response({"ok": True})
         self.stats.routes[route] += 1
@@ -441,6 +487,14 @@ class _Server:
         if limit and completion_tokens > limit:  # a generation stops at its token limit, mid-way
             reply = dataclasses.replace(reply, text=reply.text[: limit * 4], finish_reason="length")
             completion_tokens = limit
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if self.faults.prefix_cache_min_tokens is not None:
+            cached = self.prefixes.cached_tokens(request.get("messages", []), prompt_tokens)
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return {
             "id": self._new_id("chatcmpl"),
             "object": "chat.completion",
@@ -453,11 +507,7 @@ class _Server:
                     "finish_reason": reply.finish_reason,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
 
     def _error_text(self, message: str, headers: dict[str, str]) -> str:
