@@ -210,18 +210,33 @@ def secrets_used(calls: Sequence[StageCall]) -> list[SecretUse]:
     ]
 
 
-def estimate_of(call: StageCall) -> Any:
-    """The cost estimate of an annotate stage (`annotate.estimate_annotate`), or why there is none yet."""
+def estimate_of(call: StageCall, calls: Sequence[StageCall] = ()) -> Any:
+    """The cost estimate of an annotate stage (`annotate.estimate_annotate`), or why there is none yet.
+
+    Before the plan's segment stage has run, the estimate cuts a sample of its download folder in
+    memory, so the price is known before any LLM is paid (download sends no LLM request).
+    """
     request = call.request
     assert isinstance(request, AnnotateRequest)
     if request.annotator() == EXTRACTIVE:
         return "cost: none (the offline extractive annotator sends no LLM request)"
-    if not (request.in_dir / "manifest.json").exists():
-        return f"cost estimate: once {request.in_dir} holds segment's output (run --until segment, then --check again)"
+    segment: SegmentRequest | None = None
+    if not _holds_output(request.in_dir):
+        feeding = next((c for c in calls if c.name == "segment" and c.out_dir == request.in_dir), None)
+        waiting_on = feeding.in_dir if feeding else request.in_dir
+        if feeding is None or waiting_on is None or not _holds_output(waiting_on):
+            stage = "download" if feeding else "segment"
+            return f"cost estimate: once {waiting_on} holds {stage}'s output (run --until {stage}, then --check again)"
+        assert isinstance(feeding.request, SegmentRequest)
+        segment = feeding.request
     try:
-        return annotate.estimate_annotate(request)
+        return annotate.estimate_annotate(request, segment=segment)
     except (StageError, ValueError, OSError) as error:
         return f"cost estimate: not available ({error})"
+
+
+def _holds_output(folder: Path) -> bool:
+    return (folder / "manifest.json").exists()
 
 
 def plan(spec: PipelineFile, path: Path | str = "pipeline", base: Path = Path()) -> list[StageCall]:

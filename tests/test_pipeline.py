@@ -95,6 +95,38 @@ def test_check_prints_the_cost_estimate_and_the_secrets_without_their_values(tmp
     assert "cost: none (the offline extractive annotator" in result.output and "secrets: none" in result.output
 
 
+def test_check_estimates_annotate_from_the_download_folder_before_segment_has_run(tmp_path):
+    path = write(
+        tmp_path / "p.yaml",
+        """
+        name: x
+        workdir: w
+        stages:
+          download: {sample: true}
+          segment: {}
+          annotate: {model: gpt-4.1-mini, judge: per-trace}
+        """,
+    )
+
+    def check() -> str:
+        result = CliRunner().invoke(app, ["run", str(path), "--check"], env={**WIDE, "OPENAI_API_KEY": ""})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def whole_input(output: str) -> str:
+        return next(line for line in output.splitlines() if line.startswith("  whole input: "))
+
+    assert f"cost estimate: once {tmp_path / 'w' / 'download'} holds download's output" in check()
+    assert CliRunner().invoke(app, ["run", str(path), "--until", "download"]).exit_code == 0
+    before_segment = check()
+    assert f"blocks from cutting {tmp_path / 'w' / 'download'} in memory with the heuristic scorer" in before_segment
+    assert not (tmp_path / "w" / "segment").exists(), "--check writes nothing"
+    assert CliRunner().invoke(app, ["run", str(path), "--until", "segment"]).exit_code == 0
+    after_segment = check()
+    assert "in memory" not in after_segment
+    assert whole_input(before_segment) == whole_input(after_segment)  # the same blocks, cut here or by segment
+
+
 def test_cli_reports_errors_without_running_anything(tmp_path):
     path = write(tmp_path / "p.yaml", "name: x\nworkdir: w\nstages:\n  segment: {in_dir: a, scorer: magic}\n")
     result = CliRunner().invoke(app, ["run", str(path)], env=WIDE)

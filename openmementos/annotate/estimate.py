@@ -23,6 +23,10 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel
 
 from openmementos.annotate.parsing import RUBRIC
 from openmementos.annotate.prompting import (
@@ -42,8 +46,13 @@ from openmementos.llm.pricing import BATCH_DISCOUNT, ModelPrice
 from openmementos.runtime.selection import ShardSelection
 from openmementos.runtime.shardio import iter_records, parquet_rows
 from openmementos.runtime.stage import shard_limits, tasks_over
-from openmementos.schema import SegmentedTrace
+from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
 from openmementos.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from openmementos.segment.request import SegmentRequest
+
+R = TypeVar("R", bound=BaseModel)
 
 EXPECTED_FIRST_PASS_RATE = 0.28
 """Share of first-draft mementos that reach the threshold: the published single-pass pass rate, which
@@ -126,6 +135,8 @@ class CostEstimate:
     price: ModelPrice | None
     """The model's price (None: unknown, e.g. a self-hosted model: cost 0)."""
     assumptions: dict[str, float] = field(default_factory=dict)
+    basis: str = ""
+    """Where the blocks counted came from, when not from the annotate input itself."""
 
     def trace_total(self) -> StepEstimate:
         return sum(self.per_trace.values(), StepEstimate())
@@ -272,24 +283,59 @@ def trace_estimate(
     return steps
 
 
-def _sample(request: AnnotateRequest) -> tuple[Iterator[SegmentedTrace], int]:
-    """Up to ESTIMATE_SAMPLE traces spread over the selected shards, and how many the run would annotate."""
-    selection: ShardSelection = request.shard
-    tasks = tasks_over(request.in_dir, selection, reader=STAGE, expects="segment")
+def _sample(
+    in_dir: Path, selection: ShardSelection, limit: int | None, reader: str, expects: str, record: type[R]
+) -> tuple[Iterator[R], int]:
+    """Up to ESTIMATE_SAMPLE records spread over the selected shards of `in_dir`, and how many the run reads."""
+    tasks = tasks_over(in_dir, selection, reader=reader, expects=expects)
     picked = [task for task in tasks if selection.picks(task.index)]
-    limits = shard_limits(picked, request.limit)
+    limits = shard_limits(picked, limit)
     rows = {task.name: limits[task.name] if limits else parquet_rows(task.source) for task in picked}
     per_shard = math.ceil(ESTIMATE_SAMPLE / max(len(picked), 1))
     sample = itertools.chain.from_iterable(
-        itertools.islice(iter_records(task.source, SegmentedTrace), min(per_shard, rows[task.name])) for task in picked
+        itertools.islice(iter_records(task.source, record), min(per_shard, rows[task.name])) for task in picked
     )
     return itertools.islice(sample, ESTIMATE_SAMPLE), sum(rows.values())
 
 
-def estimate_annotate(request: AnnotateRequest) -> CostEstimate:
-    """The expected requests, tokens and cost of `run_annotate(request)`; sends nothing, writes nothing."""
+def _segmented_in_memory(segment: SegmentRequest, limit: int | None) -> tuple[Iterator[SegmentedTrace], int]:
+    """A sample of `segment`'s input cut into blocks here, with the heuristic scorer, and the traces it reads.
+
+    For a plan whose segment stage has not run yet: downloading costs nothing, segmenting with an LLM
+    scorer does, so the estimate comes before either is paid for. An LLM scorer's blocks differ a little.
+    """
+    from openmementos.segment.scorers import HeuristicScorer
+    from openmementos.segment.stage import segment_trace
+
+    limits = [value for value in (segment.limit, limit) if value is not None]
+    sources, traces = _sample(
+        segment.in_dir, segment.shard, min(limits, default=None), "segment", "download", SourceTrace
+    )
+    scorer, settings = HeuristicScorer(), segment.settings()
+
+    def cut() -> Iterator[SegmentedTrace]:
+        for trace in sources:
+            try:
+                yield segment_trace(trace, scorer, settings)
+            except TraceRejected:
+                continue  # segment would quarantine it: annotate never sees it
+
+    return cut(), traces
+
+
+def estimate_annotate(request: AnnotateRequest, segment: SegmentRequest | None = None) -> CostEstimate:
+    """The expected requests, tokens and cost of `run_annotate(request)`; sends nothing, writes nothing.
+
+    With `segment` (the plan's segment stage, not run yet), the blocks come from cutting a sample of its
+    download folder in memory instead of from `request.in_dir`.
+    """
     settings = request.recipe()
-    sample, traces = _sample(request)
+    if segment is None:
+        sample, traces = _sample(request.in_dir, request.shard, request.limit, STAGE, "segment", SegmentedTrace)
+        basis = ""
+    else:
+        sample, traces = _segmented_in_memory(segment, request.limit)
+        basis = f"blocks from cutting {segment.in_dir} in memory with the heuristic scorer"
     first_pass = EXPECTED_FIRST_PASS_RATE if request.expected_pass_rate is None else request.expected_pass_rate
     assumptions = {
         "first_pass_rate": first_pass,
@@ -306,4 +352,4 @@ def estimate_annotate(request: AnnotateRequest) -> CostEstimate:
                 totals[step] = totals[step] + usage
     per_trace = {step: usage.scaled(1 / counted) for step, usage in totals.items()} if counted else totals
     price = None if settings.model == EXTRACTIVE else request.prices(settings.model).price(settings.model)
-    return CostEstimate(settings.model, settings.judge, traces, counted, per_trace, price, assumptions)
+    return CostEstimate(settings.model, settings.judge, traces, counted, per_trace, price, assumptions, basis)

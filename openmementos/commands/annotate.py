@@ -60,7 +60,8 @@ def estimate_lines(estimate: CostEstimate) -> list[str]:
         return [f"{estimate.traces:,} traces with the offline extractive annotator: no LLM requests, $0"]
     lines = [
         f"estimate for {estimate.traces:,} traces with {estimate.model}, judge {estimate.judge} "
-        f"(requests built and counted for {estimate.counted:,} of them; nothing sent)",
+        f"(requests built and counted for {estimate.counted:,} of them; nothing sent)"
+        + (f"; {estimate.basis}" if estimate.basis else ""),
         f"{'per trace':<12}{'requests':>10}{'prompt tok':>12}{'cached tok':>12}{'completion tok':>16}",
     ]
     rows = [(step, usage) for step, usage in estimate.per_trace.items() if usage.requests]

@@ -66,7 +66,7 @@ def _check(calls: list[StageCall]) -> None:
         given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
         typer.echo(f"{call.name}: {given}")
         if call.name == "annotate":
-            estimate = estimate_of(call)
+            estimate = estimate_of(call, calls)
             lines = [estimate] if isinstance(estimate, str) else estimate_lines(estimate)
             typer.echo("\n".join(f"  {line}" for line in lines))
     uses = secrets_used(calls)
