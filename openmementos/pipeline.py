@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -53,9 +53,12 @@ from openmementos.llm.errors import LLMError
 from openmementos.options import Request, cli_of
 from openmementos.publish.request import PublishRequest
 from openmementos.runtime.manifest import StageError
-from openmementos.segment.request import SegmentRequest
+from openmementos.segment.request import Scorer, SegmentRequest
 from openmementos.stats.request import StatsRequest
 from openmementos.validate.request import ValidateRequest
+
+if TYPE_CHECKING:
+    from openmementos.llm.cost import CostEstimate
 
 REQUESTS: dict[str, type[Request]] = {
     "download": DownloadRequest,
@@ -210,29 +213,39 @@ def secrets_used(calls: Sequence[StageCall]) -> list[SecretUse]:
     ]
 
 
-def estimate_of(call: StageCall, calls: Sequence[StageCall] = ()) -> Any:
-    """The cost estimate of an annotate stage (`annotate.estimate_annotate`), or why there is none yet.
+def estimate_of(call: StageCall, calls: Sequence[StageCall] = ()) -> CostEstimate | str | None:
+    """The cost estimate of a stage that talks to an LLM (annotate, `segment --scorer llm`), or why there
+    is none yet; None for the other stages.
 
-    Before the plan's segment stage has run, the estimate cuts a sample of its download folder in
-    memory, so the price is known before any LLM is paid (download sends no LLM request).
+    Before the plan's segment stage has run, annotate's estimate cuts a sample of the download folder
+    in memory, so the price is known before any LLM is paid (download sends no LLM request).
     """
     request = call.request
-    assert isinstance(request, AnnotateRequest)
-    if request.annotator() == EXTRACTIVE:
-        return "cost: none (the offline extractive annotator sends no LLM request)"
-    segment: SegmentRequest | None = None
-    if not _holds_output(request.in_dir):
-        feeding = next((c for c in calls if c.name == "segment" and c.out_dir == request.in_dir), None)
-        waiting_on = feeding.in_dir if feeding else request.in_dir
-        if feeding is None or waiting_on is None or not _holds_output(waiting_on):
-            stage = "download" if feeding else "segment"
-            return f"cost estimate: once {waiting_on} holds {stage}'s output (run --until {stage}, then --check again)"
-        assert isinstance(feeding.request, SegmentRequest)
-        segment = feeding.request
     try:
-        return annotate.estimate_annotate(request, segment=segment)
+        if isinstance(request, SegmentRequest) and request.scorer is Scorer.llm:
+            if not _holds_output(request.in_dir):
+                return _waiting(request.in_dir, "download")
+            from openmementos.segment.estimate import estimate_segment
+
+            return estimate_segment(request)
+        if not isinstance(request, AnnotateRequest):
+            return None
+        if request.annotator() == EXTRACTIVE:
+            return "cost: none (the offline extractive annotator sends no LLM request)"
+        if _holds_output(request.in_dir):
+            return annotate.estimate_annotate(request)
+        feeding = next((c.request for c in calls if c.name == "segment" and c.out_dir == request.in_dir), None)
+        if not isinstance(feeding, SegmentRequest):
+            return _waiting(request.in_dir, "segment")
+        if not _holds_output(feeding.in_dir):
+            return _waiting(feeding.in_dir, "download")
+        return annotate.estimate_annotate(request, segment=feeding)
     except (StageError, ValueError, OSError) as error:
         return f"cost estimate: not available ({error})"
+
+
+def _waiting(folder: Path, stage: str) -> str:
+    return f"cost estimate: once {folder} holds {stage}'s output (run --until {stage}, then --check again)"
 
 
 def _holds_output(folder: Path) -> bool:

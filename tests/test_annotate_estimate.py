@@ -15,8 +15,9 @@ from support.openai_standin import Faults, OpenAIStandIn
 from typer.testing import CliRunner
 
 from openmementos.annotate import AnnotateRequest, estimate_annotate
-from openmementos.annotate.estimate import BATCH_DISCOUNT, CACHE_MIN_TOKENS, cacheable
 from openmementos.cli import app
+from openmementos.llm.cost import CACHE_MIN_TOKENS, cacheable
+from openmementos.llm.pricing import BATCH_DISCOUNT
 
 MODEL = "gpt-4.1-mini"
 

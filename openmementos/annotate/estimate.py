@@ -5,28 +5,18 @@ builders (`annotate.prompting`) make the requests it would send: compress, the e
 the judge and refinement rounds of the chosen `--judge` mode at the expected pass rates. Mementos are
 not known before the run, so each stands in as the opening `EXPECTED_MEMENTO_RATIO` of its block, and
 fixes as `EXPECTED_FIX`. Prompt tokens are counted with the trace's tokenizer, plus
-`MESSAGE_OVERHEAD_TOKENS` per message; the per-trace averages are scaled to the whole input.
-
-Cached prompt tokens follow OpenAI's published rule for automatic prefix caching: the prefix a request
-shares with an earlier request (of the same trace, or the system prompt all traces share) counts once
-it reaches 1,024 tokens, in 128-token steps. vLLM and SGLang cache any shared prefix, so there the
-cached share is a little larger. The Batch API figure is half the standard price, without a prefix
-cache discount.
+`MESSAGE_OVERHEAD_TOKENS` per message; the per-trace averages are scaled to the whole input. Cached
+tokens: the prefix a request shares with an earlier one of the same trace, or the system prompt all
+traces share, under OpenAI's rule (`llm.cost.cacheable`).
 
 Pure: reads the input folder, sends nothing, writes nothing.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
-
-from pydantic import BaseModel
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from openmementos.annotate.parsing import RUBRIC
 from openmementos.annotate.prompting import (
@@ -42,17 +32,13 @@ from openmementos.annotate.prompting import (
     trace_text,
 )
 from openmementos.annotate.request import EXTRACTIVE, JUDGE_OFF, PER_MEMENTO, STAGE, AnnotateRequest, RecipeSettings
-from openmementos.llm.pricing import BATCH_DISCOUNT, ModelPrice
-from openmementos.runtime.selection import ShardSelection
-from openmementos.runtime.shardio import iter_records, parquet_rows
-from openmementos.runtime.stage import shard_limits, tasks_over
-from openmementos.schema import SegmentedTrace, SourceTrace, TraceRejected
+from openmementos.llm.cost import ESTIMATE_SAMPLE, MESSAGE_OVERHEAD_TOKENS, CostEstimate, StepEstimate, cacheable
+from openmementos.runtime.stage import sample_records
+from openmementos.schema import SegmentedTrace
 from openmementos.tokens import count_tokens
 
 if TYPE_CHECKING:
     from openmementos.segment.request import SegmentRequest
-
-R = TypeVar("R", bound=BaseModel)
 
 EXPECTED_FIRST_PASS_RATE = 0.28
 """Share of first-draft mementos that reach the threshold: the published single-pass pass rate, which
@@ -68,94 +54,7 @@ scripted compressor (the extractive memento) measures 0.15 on the embedded sampl
 EXPECTED_FIX = "Quote the derived equation verbatim in ASCII math, e.g. x_1 + x_2 = 7, and drop the narration."
 """A typical fix of a verdict (about 25 tokens); a verdict has `EXPECTED_FIXES` of them."""
 EXPECTED_FIXES = 3
-MESSAGE_OVERHEAD_TOKENS = 4
-"""Tokens a chat template adds per message (role markers), as OpenAI counts them."""
-ESTIMATE_SAMPLE = 200
-"""Traces whose requests are built and counted; the averages are scaled to the whole input."""
-CACHE_MIN_TOKENS = 1024
-CACHE_STEP_TOKENS = 128
-"""OpenAI's automatic prefix caching: prefixes of at least 1,024 tokens, cached in 128-token steps."""
-
 STEPS = ("compress", "reask", "judge", "refine")
-
-
-@dataclass
-class StepEstimate:
-    """Expected requests and tokens of one recipe step (per trace, or in all)."""
-
-    requests: float = 0.0
-    prompt_tokens: float = 0.0
-    cached_prompt_tokens: float = 0.0
-    completion_tokens: float = 0.0
-
-    def add(self, weight: float, prompt: int, cached: int, completion: int) -> None:
-        self.requests += weight
-        self.prompt_tokens += weight * prompt
-        self.cached_prompt_tokens += weight * cached
-        self.completion_tokens += weight * completion
-
-    def __add__(self, other: StepEstimate) -> StepEstimate:
-        return StepEstimate(
-            self.requests + other.requests,
-            self.prompt_tokens + other.prompt_tokens,
-            self.cached_prompt_tokens + other.cached_prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-        )
-
-    def scaled(self, factor: float) -> StepEstimate:
-        return StepEstimate(
-            self.requests * factor,
-            self.prompt_tokens * factor,
-            self.cached_prompt_tokens * factor,
-            self.completion_tokens * factor,
-        )
-
-
-@dataclass(frozen=True)
-class Costs:
-    """US dollars, three ways: list price, with cached prefixes at the cached rate, Batch API."""
-
-    standard: float
-    cached: float
-    batch: float
-
-
-@dataclass(frozen=True)
-class CostEstimate:
-    """What annotating an input will send and cost (`estimate_annotate`)."""
-
-    model: str
-    judge: str
-    traces: int
-    """Traces the run would annotate (the selected input, under `--limit`)."""
-    counted: int
-    """Traces whose requests were built and counted (the averages come from these)."""
-    per_trace: dict[str, StepEstimate]
-    """Expected requests and tokens per trace, by recipe step."""
-    price: ModelPrice | None
-    """The model's price (None: unknown, e.g. a self-hosted model: cost 0)."""
-    assumptions: dict[str, float] = field(default_factory=dict)
-    basis: str = ""
-    """Where the blocks counted came from, when not from the annotate input itself."""
-
-    def trace_total(self) -> StepEstimate:
-        return sum(self.per_trace.values(), StepEstimate())
-
-    def total(self) -> StepEstimate:
-        return self.trace_total().scaled(self.traces)
-
-    def costs(self, usage: StepEstimate) -> Costs:
-        if self.price is None:
-            return Costs(0.0, 0.0, 0.0)
-        prompt, completion = round(usage.prompt_tokens), round(usage.completion_tokens)
-        standard = self.price.cost(prompt, completion)
-        cached = self.price.cost(prompt, completion, round(usage.cached_prompt_tokens))
-        return Costs(standard, cached, standard * BATCH_DISCOUNT)
-
-
-def cacheable(prefix_tokens: int) -> int:
-    """Prompt tokens a provider caches of a shared prefix this long (OpenAI's rule, see the module doc)."""
-    return prefix_tokens // CACHE_STEP_TOKENS * CACHE_STEP_TOKENS if prefix_tokens >= CACHE_MIN_TOKENS else 0
 
 
 class _Counter:
@@ -283,46 +182,6 @@ def trace_estimate(
     return steps
 
 
-def _sample(
-    in_dir: Path, selection: ShardSelection, limit: int | None, reader: str, expects: str, record: type[R]
-) -> tuple[Iterator[R], int]:
-    """Up to ESTIMATE_SAMPLE records spread over the selected shards of `in_dir`, and how many the run reads."""
-    tasks = tasks_over(in_dir, selection, reader=reader, expects=expects)
-    picked = [task for task in tasks if selection.picks(task.index)]
-    limits = shard_limits(picked, limit)
-    rows = {task.name: limits[task.name] if limits else parquet_rows(task.source) for task in picked}
-    per_shard = math.ceil(ESTIMATE_SAMPLE / max(len(picked), 1))
-    sample = itertools.chain.from_iterable(
-        itertools.islice(iter_records(task.source, record), min(per_shard, rows[task.name])) for task in picked
-    )
-    return itertools.islice(sample, ESTIMATE_SAMPLE), sum(rows.values())
-
-
-def _segmented_in_memory(segment: SegmentRequest, limit: int | None) -> tuple[Iterator[SegmentedTrace], int]:
-    """A sample of `segment`'s input cut into blocks here, with the heuristic scorer, and the traces it reads.
-
-    For a plan whose segment stage has not run yet: downloading costs nothing, segmenting with an LLM
-    scorer does, so the estimate comes before either is paid for. An LLM scorer's blocks differ a little.
-    """
-    from openmementos.segment.scorers import HeuristicScorer
-    from openmementos.segment.stage import segment_trace
-
-    limits = [value for value in (segment.limit, limit) if value is not None]
-    sources, traces = _sample(
-        segment.in_dir, segment.shard, min(limits, default=None), "segment", "download", SourceTrace
-    )
-    scorer, settings = HeuristicScorer(), segment.settings()
-
-    def cut() -> Iterator[SegmentedTrace]:
-        for trace in sources:
-            try:
-                yield segment_trace(trace, scorer, settings)
-            except TraceRejected:
-                continue  # segment would quarantine it: annotate never sees it
-
-    return cut(), traces
-
-
 def estimate_annotate(request: AnnotateRequest, segment: SegmentRequest | None = None) -> CostEstimate:
     """The expected requests, tokens and cost of `run_annotate(request)`; sends nothing, writes nothing.
 
@@ -331,25 +190,30 @@ def estimate_annotate(request: AnnotateRequest, segment: SegmentRequest | None =
     """
     settings = request.recipe()
     if segment is None:
-        sample, traces = _sample(request.in_dir, request.shard, request.limit, STAGE, "segment", SegmentedTrace)
+        sample, traces = sample_records(
+            request.in_dir, request.shard, request.limit, STAGE, "segment", SegmentedTrace, ESTIMATE_SAMPLE
+        )
         basis = ""
     else:
-        sample, traces = _segmented_in_memory(segment, request.limit)
+        from openmementos.segment.estimate import blocks_in_memory
+
+        sample, traces = blocks_in_memory(segment, request.limit, ESTIMATE_SAMPLE)
         basis = f"blocks from cutting {segment.in_dir} in memory with the heuristic scorer"
+    if settings.model == EXTRACTIVE:
+        empty = {step: StepEstimate() for step in STEPS}
+        return CostEstimate(settings.model, "the offline extractive annotator", traces, 0, empty, None, basis=basis)
     first_pass = EXPECTED_FIRST_PASS_RATE if request.expected_pass_rate is None else request.expected_pass_rate
-    assumptions = {
-        "first_pass_rate": first_pass,
-        "refined_pass_rate": EXPECTED_REFINED_PASS_RATE,
-        "reasks_per_trace": EXPECTED_REASKS_PER_TRACE,
-        "memento_ratio": EXPECTED_MEMENTO_RATIO,
-    }
     totals = {step: StepEstimate() for step in STEPS}
     counted = 0
-    if settings.model != EXTRACTIVE:
-        for trace in sample:
-            counted += 1
-            for step, usage in trace_estimate(trace, settings, first_pass=first_pass).items():
-                totals[step] = totals[step] + usage
+    for trace in sample:
+        counted += 1
+        for step, usage in trace_estimate(trace, settings, first_pass=first_pass).items():
+            totals[step] = totals[step] + usage
     per_trace = {step: usage.scaled(1 / counted) for step, usage in totals.items()} if counted else totals
-    price = None if settings.model == EXTRACTIVE else request.prices(settings.model).price(settings.model)
-    return CostEstimate(settings.model, settings.judge, traces, counted, per_trace, price, assumptions, basis)
+    assumed = (
+        f"judge passes {first_pass:.0%} of first drafts and {EXPECTED_REFINED_PASS_RATE:.0%} of refined ones "
+        f"(--expected-pass-rate), {EXPECTED_REASKS_PER_TRACE:g} re-asks per trace, mementos "
+        f"{EXPECTED_MEMENTO_RATIO:.0%} of their block"
+    )
+    price = request.prices(settings.model).price(settings.model)
+    return CostEstimate(settings.model, f"judge {settings.judge}", traces, counted, per_trace, price, assumed, basis)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
-from openmementos.annotate.request import EXTRACTIVE, REPORT_FILE, AnnotateRequest
+from openmementos.annotate.request import REPORT_FILE, AnnotateRequest
 from openmementos.llm.pricing import cached_share
-
-if TYPE_CHECKING:
-    from openmementos.annotate.estimate import CostEstimate
 
 
 def annotate(request: AnnotateRequest) -> None:
@@ -37,7 +34,7 @@ def annotate(request: AnnotateRequest) -> None:
     if request.estimate:
         from openmementos.annotate.estimate import estimate_annotate
 
-        typer.echo("\n".join(estimate_lines(estimate_annotate(request))))
+        typer.echo("\n".join(estimate_annotate(request).render()))
         return
     from openmementos.annotate.stage import run_annotate
     from openmementos.llm.errors import ConfigurationError, LLMError
@@ -52,53 +49,6 @@ def annotate(request: AnnotateRequest) -> None:
             print_report(json.loads(path.read_text()), path, stopped=True, sharded=sharded)
         raise
     print_report(result.report, result.report_path, stopped=False, sharded=sharded)
-
-
-def estimate_lines(estimate: CostEstimate) -> list[str]:
-    """An estimate as a table per trace, the whole input's cost, and what it assumed."""
-    if estimate.model == EXTRACTIVE:
-        return [f"{estimate.traces:,} traces with the offline extractive annotator: no LLM requests, $0"]
-    lines = [
-        f"estimate for {estimate.traces:,} traces with {estimate.model}, judge {estimate.judge} "
-        f"(requests built and counted for {estimate.counted:,} of them; nothing sent)"
-        + (f"; {estimate.basis}" if estimate.basis else ""),
-        f"{'per trace':<12}{'requests':>10}{'prompt tok':>12}{'cached tok':>12}{'completion tok':>16}",
-    ]
-    rows = [(step, usage) for step, usage in estimate.per_trace.items() if usage.requests]
-    for step, usage in [*rows, ("total", estimate.trace_total())]:
-        lines.append(
-            f"{step:<12}{usage.requests:>10.2f}{usage.prompt_tokens:>12,.0f}{usage.cached_prompt_tokens:>12,.0f}"
-            f"{usage.completion_tokens:>16,.0f}"
-        )
-    total = estimate.total()
-    share = cached_share(round(total.cached_prompt_tokens), round(total.prompt_tokens))
-    lines.append(
-        f"whole input: {total.requests:,.0f} requests, {total.prompt_tokens:,.0f} prompt tokens "
-        f"({total.cached_prompt_tokens:,.0f} cached, {share}), {total.completion_tokens:,.0f} completion tokens"
-    )
-    price = estimate.price
-    if price is None:
-        lines.append(f"cost: no price known for {estimate.model} (give --price-in/--price-out): counted as $0")
-    else:
-        cached_rate = (
-            "no cached rate" if price.cached_input_per_mtok is None else f"${price.cached_input_per_mtok}/M cached"
-        )
-        lines.append(
-            f"{'US$':<12}{'standard':>12}{'cached prefixes':>17}{'Batch API':>12}   "
-            f"({estimate.model}: ${price.input_per_mtok}/M in, {cached_rate}, ${price.output_per_mtok}/M out)"
-        )
-        for label, usage in (("per trace", estimate.trace_total()), ("whole input", total)):
-            costs = estimate.costs(usage)
-            lines.append(f"{label:<12}{costs.standard:>12,.4f}{costs.cached:>17,.4f}{costs.batch:>12,.4f}")
-    assumed = estimate.assumptions
-    lines.append(
-        f"assumed: judge passes {assumed['first_pass_rate']:.0%} of first drafts and "
-        f"{assumed['refined_pass_rate']:.0%} of refined ones (--expected-pass-rate), "
-        f"{assumed['reasks_per_trace']:g} re-asks per trace, mementos {assumed['memento_ratio']:.0%} of their block; "
-        "cached: prefixes of >= 1,024 tokens shared with an earlier request (OpenAI's rule); Batch API: half price, "
-        "no cache discount"
-    )
-    return lines
 
 
 def print_report(data: dict[str, Any], path: Path, stopped: bool, sharded: bool) -> None:

@@ -59,15 +59,14 @@ def run(request: RunRequest) -> None:
 
 def _check(calls: list[StageCall]) -> None:
     """Each stage with its options (and an annotate stage's cost estimate), then the secrets the plan uses."""
-    from openmementos.commands.annotate import estimate_lines
     from openmementos.pipeline import estimate_of, secrets_used
 
     for call in calls:
         given = ", ".join(f"{key}={_shown(value)}" for key, value in call.given.items())
         typer.echo(f"{call.name}: {given}")
-        if call.name == "annotate":
-            estimate = estimate_of(call, calls)
-            lines = [estimate] if isinstance(estimate, str) else estimate_lines(estimate)
+        estimate = estimate_of(call, calls)
+        if estimate is not None:
+            lines = [estimate] if isinstance(estimate, str) else estimate.render()
             typer.echo("\n".join(f"  {line}" for line in lines))
     uses = secrets_used(calls)
     typer.echo("secrets:" + ("" if uses else " none"))

@@ -32,7 +32,7 @@ def segment(request: SegmentRequest) -> None:
 
       openmementos segment out/segmented --explain ot3-train-0000030
 
-      openmementos segment dl seg --scorer llm --model gpt-4.1-mini --second-window 11
+      openmementos segment dl seg --scorer llm --model gpt-4.1-mini --second-window 11 --estimate   (the price first)
     """
     if request.explain:
         from rich.console import Console
@@ -40,6 +40,11 @@ def segment(request: SegmentRequest) -> None:
         from openmementos.segment.explain import explain_folder
 
         explain_folder(request.in_dir, request.trace_id, request.settings(), Console())
+        return
+    if request.estimate:
+        from openmementos.segment.estimate import estimate_segment
+
+        typer.echo("\n".join(estimate_segment(request).render()))
         return
     from openmementos.segment.stage import run_segment
 

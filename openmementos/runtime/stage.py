@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,11 +38,12 @@ from openmementos.runtime.manifest import (
 )
 from openmementos.runtime.progress import StageProgress
 from openmementos.runtime.selection import ALL_SHARDS, ShardSelection
-from openmementos.runtime.shardio import QUARANTINE_DIR, QuarantineWriter, ShardWriter, parquet_rows
+from openmementos.runtime.shardio import QUARANTINE_DIR, QuarantineWriter, ShardWriter, iter_records, parquet_rows
 
 if TYPE_CHECKING:
     from openmementos.runtime.executors import Executor
 
+R = TypeVar("R", bound=BaseModel)
 S = TypeVar("S")
 T = TypeVar("T")
 
@@ -368,3 +370,19 @@ class Stage:
         )
         atomic_write(self.out_dir / MANIFEST, manifest.model_dump_json(indent=2))
         return manifest
+
+
+def sample_records(
+    in_dir: Path, selection: ShardSelection, limit: int | None, reader: str, expects: str, record: type[R], size: int
+) -> tuple[Iterator[R], int]:
+    """Up to `size` records spread over the selected shards of `in_dir` (for an estimate), and how many a run
+    with this selection and `limit` reads."""
+    tasks = tasks_over(in_dir, selection, reader=reader, expects=expects)
+    picked = [task for task in tasks if selection.picks(task.index)]
+    limits = shard_limits(picked, limit)
+    rows = {task.name: limits[task.name] if limits else parquet_rows(task.source) for task in picked}
+    per_shard = math.ceil(size / max(len(picked), 1))
+    sample = itertools.chain.from_iterable(
+        itertools.islice(iter_records(task.source, record), min(per_shard, rows[task.name])) for task in picked
+    )
+    return itertools.islice(sample, size), sum(rows.values())

@@ -85,6 +85,11 @@ class SegmentRequest(SegmentSettings, EndpointOptions, ExecutorOptions):
         description="Print one trace's blocks, cut scores, sizes and rules, and the best J at nearby block counts; "
         "write nothing. Without a TRACE_ID: list some trace ids.",
     )
+    estimate: bool = Field(
+        False,
+        description="Only print what --scorer llm would send and cost (requests, prompt/completion/cached "
+        "tokens, US$ per trace and for the whole input); sends nothing, writes nothing, needs no API key.",
+    )
     model: Annotated[str | None, Cli(panel=LLM_PANEL)] = Field(None, description="Scoring LLM (--scorer llm).")
     window: Annotated[int, Cli(panel=LLM_PANEL)] = Field(16, ge=2, description="Boundaries per LLM request.")
     second_window: Annotated[int | None, Cli(panel=LLM_PANEL)] = Field(
