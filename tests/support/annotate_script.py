@@ -140,13 +140,20 @@ _LISTED = re.compile(r'<memento id="(\d+)">\n(.*?)\n</memento>', re.DOTALL)
 _STILL_NEEDED = re.compile(r"Grade exactly these \(([\d, ]+)\)")
 
 
+def _to_grade(user: str, followup: str | None) -> tuple[dict[int, str], list[int]]:
+    """The mementos a per-trace judge request lists, and the block numbers it asks to grade now."""
+    listed = {int(k): v for k, v in _LISTED.findall(user)}
+    if followup is None:
+        return listed, sorted(listed)
+    still = _STILL_NEEDED.search(followup)
+    assert still is not None, followup
+    return listed, [int(k) for k in still.group(1).split(",")]
+
+
 def _judge_trace(user: str, followup: str | None) -> str | Reply:
     """Per-trace verdicts, by block number, with the per-memento judge's faults per block."""
     blocks = {int(k): v for k, v in _BLOCK.findall(user)}
-    listed = {int(k): v for k, v in _LISTED.findall(user)}
-    wanted = (
-        sorted(listed) if followup is None else [int(k) for k in _STILL_NEEDED.search(followup).group(1).split(",")]
-    )  # type: ignore[union-attr]
+    listed, wanted = _to_grade(user, followup)
     verdicts = []
     for key in wanted:
         answer = _judge(f"<block>\n{blocks[key]}\n</block>\n\n<memento>\n{listed[key]}\n</memento>", False)
@@ -294,10 +301,7 @@ def _sized_answer(body: dict[str, Any]) -> str:
     system, user, last = messages[0]["content"], messages[1]["content"], messages[-1]["content"]
     followup = last if len(messages) > 2 else None
     if JUDGE_TRACE_TASK in user:
-        listed = {int(k): v for k, v in _LISTED.findall(user)}
-        wanted = (
-            sorted(listed) if followup is None else [int(k) for k in _STILL_NEEDED.search(followup).group(1).split(",")]
-        )  # type: ignore[union-attr]
+        listed, wanted = _to_grade(user, followup)
         verdicts = []
         for key in wanted:
             verdict = _sized_verdict(listed[key])
