@@ -291,6 +291,28 @@ def test_llamacpp_500_on_json_schema_moves_to_json_object_with_the_schema():
     assert "refuses structured output as json_schema (HTTP 500): using json_object" in stats.notes[0]
 
 
+def test_a_400_naming_the_form_steps_down_and_another_400_does_not():
+    def responder(body):
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            raise ErrorReply(400, "json_schema is not supported by this backend")
+        if body["messages"][0]["content"] == "0":
+            raise ErrorReply(400, "This model's maximum context length is 8192 tokens")
+        return '{"n": 2}'
+
+    with OpenAIStandIn(responder=responder) as server:
+
+        async def main():
+            async with LLMEngine(fast_settings(server.base_url, concurrency=1)) as engine:
+                with pytest.raises(RequestRejected, match="maximum context length"):
+                    await engine.complete(_schema_requests(1)[0])
+                return await complete_all(engine, _schema_requests(3)[1:]), engine.stats
+
+        results, stats = run(main())
+    assert [r.text for r in results] == ['{"n": 2}'] * 2
+    assert stats.structured_output == {server.base_url: "json_object"}, "stepped down once, not to none"
+    assert len(stats.notes) == 1 and "refuses structured output as json_schema (HTTP 400)" in stats.notes[0]
+
+
 def test_a_fixed_form_the_server_refuses_is_a_clear_rejection():
     with OpenAIStandIn(Faults(llamacpp_response_format=True)) as server:
 

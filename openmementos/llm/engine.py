@@ -175,7 +175,7 @@ class _Endpoint:
                 async with asyncio.timeout(self._settings.timeout_s):
                     response = await self.client.post(self._url, body=body, cast_to=httpx.Response)
             except openai.APIStatusError as exc:
-                if form != "none" and _names_response_format(exc):
+                if form != "none" and _refuses_form(exc, form):
                     raise _FormRefused(exc.status_code, short_detail(server_message(exc))) from None
                 if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError) and self._adapt(
                     request, exc
@@ -225,16 +225,17 @@ class _Endpoint:
         return False
 
 
-def _names_response_format(exc: openai.APIStatusError) -> bool:
-    """A refusal of the structured-output form: 400, 422 or a 5xx whose message names response_format
-    (llama.cpp's server answers 500 with the validation error of its request model)."""
+def _refuses_form(exc: openai.APIStatusError, form: str) -> bool:
+    """A refusal of the structured-output form: 400, 422 or a 5xx whose message names `response_format`
+    or the form itself (llama.cpp's server answers 500 with the validation error of its request model;
+    others say "json_schema is not supported")."""
     status = exc.status_code
     if status not in (400, 422) and status < 500:
         return False
-    text = server_message(exc)
-    if status >= 500 and "response_format" not in text:
-        text = exc.response.text if exc.response is not None else ""
-    return "response_format" in text
+    texts = [server_message(exc)]
+    if status >= 500 and exc.response is not None:
+        texts.append(exc.response.text)
+    return any(word in text for text in texts for word in ("response_format", form))
 
 
 class LLMEngine(CachingCompleter):
