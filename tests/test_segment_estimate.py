@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from openmementos.cli import app
 from openmementos.resources import sample_traces
 from openmementos.schema import SourceTrace
-from openmementos.segment.estimate import estimate_segment
+from openmementos.segment import estimate_segment
 from openmementos.segment.request import SegmentRequest
 from openmementos.tokens import count_tokens
 
