@@ -52,7 +52,7 @@ from openmementos.download.request import DownloadRequest
 from openmementos.llm.errors import LLMError
 from openmementos.options import Request, cli_of
 from openmementos.publish.request import PublishRequest
-from openmementos.runtime.manifest import StageError
+from openmementos.runtime.manifest import MANIFEST, StageError
 from openmementos.segment.request import Scorer, SegmentRequest
 from openmementos.stats.request import StatsRequest
 from openmementos.validate.request import ValidateRequest
@@ -249,7 +249,7 @@ def _waiting(folder: Path, stage: str) -> str:
 
 
 def _holds_output(folder: Path) -> bool:
-    return (folder / "manifest.json").exists()
+    return (folder / MANIFEST).exists()
 
 
 def plan(spec: PipelineFile, path: Path | str = "pipeline", base: Path = Path()) -> list[StageCall]:

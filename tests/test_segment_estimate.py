@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.annotate_script import billed
 from support.openai_standin import OpenAIStandIn, Reply
 from support.trace_builders import write_stage_folder
 from typer.testing import CliRunner
@@ -18,7 +19,6 @@ from openmementos.resources import sample_traces
 from openmementos.schema import SourceTrace
 from openmementos.segment import estimate_segment
 from openmementos.segment.request import SegmentRequest
-from openmementos.tokens import count_tokens
 
 MODEL = "gpt-4.1-mini"
 _COUNT = re.compile(r"Score the (\d+) marked boundaries")
@@ -28,9 +28,7 @@ WIDE = {"COLUMNS": "250"}
 def scorer(body: dict[str, Any]) -> Reply:
     """A well-behaved scoring model with real token counts (cl100k, 4 tokens per message, as OpenAI bills)."""
     count = int(_COUNT.search(body["messages"][-1]["content"]).group(1))  # type: ignore[union-attr]
-    text = json.dumps({"scores": [1] * count})
-    prompt = sum(count_tokens([m["content"] for m in body["messages"]])) + 4 * len(body["messages"])
-    return Reply(text, prompt_tokens=prompt, completion_tokens=count_tokens([text])[0])
+    return billed(body, json.dumps({"scores": [1] * count}))
 
 
 @pytest.fixture(scope="module")

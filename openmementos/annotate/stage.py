@@ -26,7 +26,7 @@ from openmementos.annotate.request import EXTRACTIVE, STAGE, AnnotateRequest, Re
 from openmementos.llm import ChatCompleter
 from openmementos.llm.options import engine_opener
 from openmementos.llm.shards import LLMShardProcessor
-from openmementos.runtime.manifest import Manifest, StageError, done_marker, read_manifest
+from openmementos.runtime.manifest import MANIFEST, Manifest, StageError, done_marker, read_manifest
 from openmementos.runtime.selection import ShardSelection
 from openmementos.runtime.shardio import iter_records, parquet_rows
 from openmementos.runtime.stage import (
@@ -227,7 +227,7 @@ def _run_and_report(
         interrupted = True
         raise
     finally:
-        if (stage.out_dir / "manifest.json").exists():
+        if (stage.out_dir / MANIFEST).exists():
             report = run_report(
                 stage.out_dir,
                 read_manifest(stage.out_dir),

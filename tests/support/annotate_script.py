@@ -323,7 +323,11 @@ def _sized_answer(body: dict[str, Any]) -> str:
     return json.dumps({"memento": REFINED + memento})
 
 
-def sized_responder(body: dict[str, Any]) -> Reply:
-    text = _sized_answer(body)
+def billed(body: dict[str, Any], text: str) -> Reply:
+    """`text` as the answer to `body`, with the usage OpenAI would bill (cl100k, 4 tokens per message)."""
     prompt = sum(count_tokens([m["content"] for m in body["messages"]])) + 4 * len(body["messages"])
     return Reply(text, prompt_tokens=prompt, completion_tokens=count_tokens([text])[0])
+
+
+def sized_responder(body: dict[str, Any]) -> Reply:
+    return billed(body, _sized_answer(body))
